@@ -1,0 +1,70 @@
+# cgwd: thin targets. `make demo` and `make test` do all set-up on a fresh Debian machine as root.
+
+PYTHON      ?= python3
+VENV        := .venv
+PY          := $(VENV)/bin/python
+STAMP       := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+# Debian packages the daemon, the tests and the demo use:
+#  - iproute2, nftables: links, routes, namespaces and the MSS clamp
+#  - strongswan-*: the real IKE peer that plays AWS's side in tests, the lab and the demo
+#  - iperf3, tcpdump, strace: traffic, captures and byte-for-byte netlink checks
+#  - user-mode-linux, kmod: a kernel with ESP/VTI for the kernel datapath tests
+#  - openssl: the reference figures in bench/
+#  - systemd: systemd-analyze verify/security for the unit file
+DEBIAN_PACKAGES := iproute2 nftables strongswan-charon strongswan-swanctl \
+	libcharon-extra-plugins libstrongswan-extra-plugins iperf3 tcpdump strace \
+	user-mode-linux kmod openssl systemd
+
+.PHONY: all deps debian-packages venv lint typecheck unit test test-fast demo bench install clean
+
+all: test
+
+debian-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(STAMP)
+
+deps: debian-packages venv
+
+lint: venv
+	$(VENV)/bin/ruff check cgwd tests bench
+	$(VENV)/bin/ruff format --check cgwd tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+test: deps lint typecheck
+	$(VENV)/bin/pytest -n 4 --dist loadfile $(PYTEST_ARGS)
+
+# Unit tests only, no root needed.
+test-fast: venv
+	$(VENV)/bin/pytest -m "not netns and not strongswan and not uml" $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) -m cgwd.demo
+
+bench: deps
+	$(PY) -m bench
+
+install: venv
+	install -d /etc/cgwd
+	[ -e /etc/cgwd/cgwd.toml ] || install -m 0600 config/cgwd.toml /etc/cgwd/cgwd.toml
+	$(PYTHON) -m pip install --prefix /usr/local .
+	install -m 0644 systemd/cgwd.service /etc/systemd/system/cgwd.service
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,0 +1,3 @@
+from cgwd.cli import main
+
+raise SystemExit(main())
