@@ -1,0 +1,1 @@
+"""cgwd benchmarks: `make bench` (python -m bench)."""
