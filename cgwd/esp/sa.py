@@ -1,0 +1,394 @@
+"""ESP security associations in tunnel mode (RFC 4303): outbound encapsulation and inbound
+decapsulation of whole inner IPv4/IPv6 packets. Sans-I/O: no sockets, clock or randomness.
+
+Outbound: `OutboundSa.encapsulate(inner)` returns SPI..ICV. The next header is 4 (IPv4) or
+41 (IPv6), from the inner packet's version nibble (RFC 4303 2.6, tunnel mode). Padding is
+1, 2, 3, ... (RFC 4303 2.4) up to the suite's alignment. The sequence number starts at 1
+and never wraps (RFC 4303 3.3.3): once the last number is used the SA refuses packets and
+`needs_rekey` is set; it is set earlier, `rekey_margin` packets before the end, so IKE can
+rekey without losing traffic.
+
+Inbound: `InboundSa.decapsulate(packet)` returns the inner packet or a `DropReason`, and
+never raises. Order (RFC 4303 3.4): length, SPI, anti-replay check, ICV (constant time),
+window update, then padding, next header and the inner IP header. Every drop is counted.
+
+Both SA types are single-threaded objects: use one from one thread at a time.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass, field
+
+from cgwd.esp.replay import DEFAULT_WINDOW, ReplayWindow
+from cgwd.esp.suites import EspSuite
+from cgwd.esp.transforms import CbcHmacTransform, GcmTransform, IvSource, Transform
+from cgwd.secret import Secret
+
+__all__ = [
+    "DropReason",
+    "InboundSa",
+    "IvSource",
+    "OutboundSa",
+    "SaCounters",
+    "peek_spi",
+]
+
+NEXT_HEADER_IPV4 = 4  # IANA protocol numbers (RFC 4303 2.6, tunnel mode)
+NEXT_HEADER_IPV6 = 41
+NEXT_HEADER_NONE = 59  # "dummy" packet, RFC 4303 2.6: discarded by the receiver
+SEQ_LIMIT_32 = 0xFFFFFFFF  # RFC 4303 2.2: highest 32-bit sequence number
+SEQ_LIMIT_64 = 0xFFFFFFFFFFFFFFFF  # RFC 4303 2.2.1: highest extended sequence number
+DEFAULT_REKEY_MARGIN = 1 << 20  # packets before the limit at which needs_rekey is raised
+_MAX_PAD = 255  # the Pad Length field is one octet
+_SPI_SEQ = struct.Struct(">II")
+_PADS = tuple(bytes(range(1, n + 1)) for n in range(_MAX_PAD + 1))  # RFC 4303 2.4 contents
+
+
+class DropReason(enum.Enum):
+    """Why a packet was not delivered. Values are stable names for status output."""
+
+    AUTH_FAILED = "auth_failed"  # ICV / GCM tag did not verify
+    REPLAY = "replay"  # duplicate, or left of the anti-replay window
+    MALFORMED = "malformed"  # impossible length or alignment
+    UNKNOWN_SPI = "unknown_spi"  # no SA for that SPI
+    BAD_PADDING = "bad_padding"  # padding length or contents wrong (RFC 4303 2.4)
+    BAD_NEXT_HEADER = "bad_next_header"  # not IPv4/IPv6 in tunnel mode
+    BAD_INNER_PACKET = "bad_inner_packet"  # inner IP header inconsistent with the payload
+    DUMMY_PACKET = "dummy_packet"  # next header 59, TFC dummy, discarded (RFC 4303 2.6)
+    SEQUENCE_EXHAUSTED = "sequence_exhausted"  # outbound: no sequence number left, rekey
+    INTERNAL_ERROR = "internal_error"  # a bug in cgwd: should stay 0
+
+
+@dataclass(slots=True)
+class SaCounters:
+    """Traffic through one SA: inner packets and their bytes, and drops by reason.
+
+    ``last_used`` is set by the caller, which has a clock; the core never reads one.
+    """
+
+    packets: int = 0
+    bytes: int = 0
+    drops: dict[DropReason, int] = field(default_factory=dict)
+    last_used: float | None = None
+
+    def drop(self, reason: DropReason) -> DropReason:
+        """Count one drop for ``reason`` and return it."""
+        self.drops[reason] = self.drops.get(reason, 0) + 1
+        return reason
+
+    @property
+    def dropped(self) -> int:
+        return sum(self.drops.values())
+
+
+def peek_spi(esp_packet: bytes | bytearray | memoryview) -> int | None:
+    """The SPI of an ESP packet, or None if it is shorter than the ESP header. Never raises."""
+    if len(esp_packet) < 8:
+        return None
+    spi: int = int.from_bytes(esp_packet[:4], "big")
+    return spi
+
+
+def _check_spi(spi: int) -> None:
+    # RFC 4303 2.1: SPI 0 is reserved for local use, 1..255 reserved by IANA
+    if not 256 <= spi <= 0xFFFFFFFF:
+        raise ValueError(f"ESP SPI must be 256..2^32-1, not {spi}")
+
+
+def _make_transform(
+    suite: EspSuite, keymat: Secret, spi: int, esn: bool, iv_source: IvSource | None
+) -> Transform:
+    if len(keymat) != suite.keymat_bytes:
+        raise ValueError(
+            f"{suite.name} needs {suite.keymat_bytes} bytes of keymat, not {len(keymat)}"
+        )
+    if suite.aead:
+        if iv_source is not None:
+            raise ValueError("iv_source applies to CBC suites; GCM uses the sequence number")
+        return GcmTransform(suite, keymat.reveal(), spi, esn)
+    return CbcHmacTransform(suite, keymat.reveal(), spi, esn, iv_source)
+
+
+class OutboundSa:
+    """One outbound ESP SA (tunnel mode).
+
+    ``keymat`` is exactly `EspSuite.keymat_bytes` (encryption key, GCM salt, integrity key:
+    RFC 7296 2.17, RFC 4106 8.1). ``udp_encap`` only records that the dataplane sends these
+    packets in UDP (RFC 3948 changes nothing inside ESP in tunnel mode); `overhead` counts
+    the UDP header then. ``iv_source`` replaces the default CBC IV generator (see
+    `cgwd.esp.transforms.CbcHmacTransform`). ``last_seq`` is the last sequence number
+    already used (for tests and SA migration). The constructor raises ValueError for a bad
+    SPI, keymat length or option; nothing else raises except misuse of the ``*_into``
+    buffer contracts.
+    """
+
+    __slots__ = (
+        "_limit",
+        "_seq",
+        "_soft_limit",
+        "_trailers",
+        "_transform",
+        "counters",
+        "esn",
+        "needs_rekey",
+        "spi",
+        "suite",
+        "udp_encap",
+    )
+
+    def __init__(
+        self,
+        spi: int,
+        suite: EspSuite,
+        keymat: Secret,
+        *,
+        esn: bool = False,
+        udp_encap: bool = False,
+        iv_source: IvSource | None = None,
+        last_seq: int = 0,
+        rekey_margin: int = DEFAULT_REKEY_MARGIN,
+    ) -> None:
+        _check_spi(spi)
+        self.spi = spi
+        self.suite = suite
+        self.esn = esn
+        self.udp_encap = udp_encap
+        self.counters = SaCounters()
+        self._transform = _make_transform(suite, keymat, spi, esn, iv_source)
+        self._limit = SEQ_LIMIT_64 if esn else SEQ_LIMIT_32
+        if not 0 <= last_seq <= self._limit:
+            raise ValueError("last_seq out of range")
+        if rekey_margin < 0:
+            raise ValueError("rekey_margin must not be negative")
+        self._seq = last_seq
+        self._soft_limit = self._limit - min(rekey_margin, self._limit // 2)
+        self.needs_rekey = last_seq >= self._soft_limit
+        align = suite.pad_align
+        # trailers[next header][pad length]: padding 1, 2, 3, ..., pad length, next header
+        self._trailers = {
+            nh: tuple(_PADS[pad] + bytes((pad, nh)) for pad in range(align))
+            for nh in (NEXT_HEADER_IPV4, NEXT_HEADER_IPV6)
+        }
+
+    @property
+    def last_seq(self) -> int:
+        """The last sequence number used (0 before the first packet)."""
+        return self._seq
+
+    @property
+    def exhausted(self) -> bool:
+        """True when no sequence number is left: every packet is refused."""
+        return self._seq >= self._limit
+
+    @property
+    def header_room(self) -> int:
+        """Octets before the inner packet in an ESP packet (SPI, sequence number, IV)."""
+        return self._transform.header_room
+
+    def overhead(self, inner_len: int) -> int:
+        """Octets ESP (and UDP, if ``udp_encap``) adds to an inner packet of that size,
+        not counting the outer IP header. For MTU and MSS arithmetic."""
+        align = self.suite.pad_align
+        padded = -(-(inner_len + 2) // align) * align
+        return self.header_room + padded - inner_len + self.suite.icv_bytes + 8 * self.udp_encap
+
+    def buffer_size(self, inner_len: int) -> int:
+        """The smallest buffer `encapsulate_into` / `encapsulate_in_place` accept for an
+        inner packet of ``inner_len`` octets (a little more than the packet itself)."""
+        return self.header_room + inner_len + self.suite.pad_align + 1 + self._transform.tail_room
+
+    def _next(self, first_octet: int) -> tuple[int, int] | DropReason:
+        """(sequence number, next header) for the next packet, or why it is refused."""
+        version = first_octet >> 4
+        if version == 4:
+            nh = NEXT_HEADER_IPV4
+        elif version == 6:
+            nh = NEXT_HEADER_IPV6
+        else:
+            return self.counters.drop(DropReason.BAD_INNER_PACKET)
+        seq = self._seq
+        if seq >= self._limit:
+            self.needs_rekey = True  # RFC 4303 3.3.3: never cycle; a new SA is needed
+            return self.counters.drop(DropReason.SEQUENCE_EXHAUSTED)
+        seq += 1
+        self._seq = seq
+        if seq >= self._soft_limit:
+            self.needs_rekey = True
+        return seq, nh
+
+    def encapsulate(self, inner_ip_packet: bytes | bytearray | memoryview) -> bytes | None:
+        """The ESP packet (SPI..ICV) carrying ``inner_ip_packet``; None (counted) if the
+        inner packet is empty or not IPv4/IPv6, or if the sequence numbers are exhausted."""
+        size = len(inner_ip_packet)
+        if size == 0:
+            self.counters.drop(DropReason.BAD_INNER_PACKET)
+            return None
+        step = self._next(inner_ip_packet[0])
+        if isinstance(step, DropReason):
+            return None
+        seq, nh = step
+        trailer = self._trailers[nh][-(size + 2) % self.suite.pad_align]
+        packet = self._transform.seal(seq, inner_ip_packet, trailer)
+        counters = self.counters
+        counters.packets += 1
+        counters.bytes += size
+        return packet
+
+    def encapsulate_into(
+        self, out: bytearray | memoryview, inner_ip_packet: bytes | bytearray | memoryview
+    ) -> int:
+        """Write the ESP packet into ``out[0:]`` and return its length; 0 (counted) when
+        refused as in `encapsulate`. ``out`` must hold `buffer_size(len(inner))` octets
+        (ValueError otherwise) and must not overlap ``inner_ip_packet``."""
+        size = len(inner_ip_packet)
+        view = memoryview(out)
+        room = self.header_room
+        if len(view) < self.buffer_size(size):
+            raise ValueError(f"output buffer too small: need {self.buffer_size(size)} octets")
+        view[room : room + size] = inner_ip_packet
+        return self.encapsulate_in_place(view, size)
+
+    def encapsulate_in_place(self, buf: bytearray | memoryview, inner_len: int) -> int:
+        """Encapsulate the inner packet already at ``buf[header_room:][:inner_len]`` (e.g.
+        read there straight from the TUN device) into ``buf[0:]``, without copying it.
+        Returns the ESP packet length, or 0 (counted) when refused as in `encapsulate`.
+        ``buf`` must hold `buffer_size(inner_len)` octets (ValueError otherwise)."""
+        view = memoryview(buf)
+        if len(view) < self.buffer_size(inner_len) or inner_len < 0:
+            raise ValueError(f"buffer too small: need {self.buffer_size(inner_len)} octets")
+        if inner_len == 0:
+            self.counters.drop(DropReason.BAD_INNER_PACKET)
+            return 0
+        room = self.header_room
+        step = self._next(view[room])
+        if isinstance(step, DropReason):
+            return 0
+        seq, nh = step
+        trailer = self._trailers[nh][-(inner_len + 2) % self.suite.pad_align]
+        end = room + inner_len
+        view[end : end + len(trailer)] = trailer
+        length = self._transform.seal_in_place(view, seq, inner_len + len(trailer))
+        counters = self.counters
+        counters.packets += 1
+        counters.bytes += inner_len
+        return length
+
+    def __repr__(self) -> str:
+        return f"OutboundSa(spi=0x{self.spi:08x}, suite={self.suite.name}, seq={self._seq})"
+
+
+class InboundSa:
+    """One inbound ESP SA (tunnel mode) with its anti-replay window (64..2048 packets).
+
+    The constructor raises ValueError for a bad SPI, keymat length or window size;
+    `decapsulate` and `decapsulate_into` never raise for any packet content.
+    """
+
+    __slots__ = ("_min_len", "_transform", "counters", "esn", "spi", "suite", "window")
+
+    def __init__(
+        self,
+        spi: int,
+        suite: EspSuite,
+        keymat: Secret,
+        *,
+        esn: bool = False,
+        replay_window: int = DEFAULT_WINDOW,
+    ) -> None:
+        _check_spi(spi)
+        self.spi = spi
+        self.suite = suite
+        self.esn = esn
+        self.counters = SaCounters()
+        self.window = ReplayWindow(replay_window, esn=esn)
+        self._transform = _make_transform(suite, keymat, spi, esn, None)
+        self._min_len = self._transform.min_length()
+
+    def _authenticate(self, view: memoryview) -> int | DropReason:
+        """Checks up to the ICV; returns the full sequence number of an authentic packet."""
+        transform = self._transform
+        if not transform.length_ok(len(view)):
+            return self.counters.drop(DropReason.MALFORMED)
+        spi, seq_low = _SPI_SEQ.unpack_from(view)
+        if spi != self.spi:
+            return self.counters.drop(DropReason.UNKNOWN_SPI)
+        window = self.window
+        seq = window.estimate(seq_low)
+        if not window.check(seq):
+            return self.counters.drop(DropReason.REPLAY)
+        return seq
+
+    def _inner_length(self, plain: bytes | memoryview, size: int) -> int | DropReason:
+        """Checks trailer and inner header of a decrypted payload of ``size`` octets and
+        returns the inner packet's length (RFC 4303 2.4, 2.6; trailing TFC padding, RFC
+        4303 2.7, is cut off by trusting the inner IP length)."""
+        counters = self.counters
+        pad = plain[size - 2]
+        nh = plain[size - 1]
+        end = size - 2 - pad
+        if end < 0 or (pad and plain[end : size - 2] != _PADS[pad]):
+            return counters.drop(DropReason.BAD_PADDING)
+        if nh == NEXT_HEADER_IPV4:
+            if end < 20 or plain[0] >> 4 != 4:
+                return counters.drop(DropReason.BAD_INNER_PACKET)
+            length = (plain[2] << 8) | plain[3]
+            if not 20 <= length <= end:
+                return counters.drop(DropReason.BAD_INNER_PACKET)
+        elif nh == NEXT_HEADER_IPV6:
+            if end < 40 or plain[0] >> 4 != 6:
+                return counters.drop(DropReason.BAD_INNER_PACKET)
+            length = 40 + ((plain[4] << 8) | plain[5])
+            if length > end:
+                return counters.drop(DropReason.BAD_INNER_PACKET)
+        elif nh == NEXT_HEADER_NONE:
+            return counters.drop(DropReason.DUMMY_PACKET)
+        else:
+            return counters.drop(DropReason.BAD_NEXT_HEADER)
+        counters.packets += 1
+        counters.bytes += length
+        return length
+
+    def decapsulate(self, esp_packet: bytes | bytearray | memoryview) -> bytes | DropReason:
+        """The inner IP packet, or why the packet was dropped (counted). Never raises."""
+        try:
+            view = memoryview(esp_packet)
+            seq = self._authenticate(view)
+            if isinstance(seq, DropReason):
+                return seq
+            plain = self._transform.open(view, seq)
+            if plain is None:
+                return self.counters.drop(DropReason.AUTH_FAILED)
+            self.window.update(seq)  # only now: forged packets never move the window
+            length = self._inner_length(plain, len(plain))
+            if isinstance(length, DropReason):
+                return length
+            return plain[:length]
+        except Exception:  # a bug, not bad input: count it rather than kill the dataplane
+            return self.counters.drop(DropReason.INTERNAL_ERROR)
+
+    def decapsulate_into(
+        self, esp_packet: bytes | bytearray | memoryview, out: bytearray | memoryview
+    ) -> int | DropReason:
+        """Like `decapsulate`, but writes the inner packet to ``out[0:]`` and returns its
+        length. ``out`` must hold at least len(esp_packet) octets, else the packet is
+        dropped as MALFORMED. Never raises."""
+        try:
+            view = memoryview(esp_packet)
+            target = memoryview(out)
+            if len(target) < len(view):
+                return self.counters.drop(DropReason.MALFORMED)
+            seq = self._authenticate(view)
+            if isinstance(seq, DropReason):
+                return seq
+            size = self._transform.open_into(view, seq, target)
+            if size < 0:
+                return self.counters.drop(DropReason.AUTH_FAILED)
+            self.window.update(seq)
+            return self._inner_length(target, size)
+        except Exception:
+            return self.counters.drop(DropReason.INTERNAL_ERROR)
+
+    def __repr__(self) -> str:
+        return f"InboundSa(spi=0x{self.spi:08x}, suite={self.suite.name}, top={self.window.top})"
