@@ -1,0 +1,610 @@
+"""The userspace ESP datapath: one TUN device per tunnel, ESP done by `cgwd.esp`.
+
+Flow, per tunnel (two worker threads, so encryption and decryption overlap: the AEAD and
+HMAC calls and every syscall release the GIL):
+
+    tx worker:  TUN --read until EAGAIN--> current OutboundSa.encapsulate
+                    --> UDP socket (one GSO sendmsg per run of equal-size packets)
+                     or raw ESP socket (one send per packet)
+    rx worker:  UDP socket (GRO: one recvmsg per coalesced run) / raw ESP socket
+                    --> classify (RFC 3948 §2.2): keepalive | IKE -> event loop | ESP
+                    --> InboundSa by SPI .decapsulate --> TUN
+
+Locking: the control methods run on the event loop thread and never mutate what a worker is
+iterating. They publish new immutable snapshots (the inbound SPI map, the current outbound
+state, the socket list) by rebinding one attribute, which is atomic in CPython; workers read
+each snapshot once per batch. So an outbound switch happens between two batches and loses
+no packet, and a new inbound SA is live the moment `add_sa` returns.
+
+Drops (unknown SPI, malformed, no outbound SA, send/write errors) are counted per tunnel in
+`TunnelCounters`; drops an SA detects (authentication, replay, padding) are counted by the SA.
+Both are logged rate-limited. Nothing a peer sends can raise out of a worker: an unexpected
+exception is counted, logged once per interval, and the worker carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import errno
+import logging
+import os
+import secrets
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from cgwd.dataplane.base import (
+    MIN_SPI,
+    DataplaneError,
+    IkeReceiver,
+    SaExistsError,
+    SaId,
+    SaParams,
+    TunnelExistsError,
+    TunnelSpec,
+    UnknownSaError,
+    UnknownTunnelError,
+)
+from cgwd.dataplane.ratelimit import RateLimitedLog
+from cgwd.dataplane.sockets import (
+    GRO_CMSG_SPACE,
+    GSO_MAX_BYTES,
+    UDP_MAX_SEGMENTS,
+    UdpEncapSocket,
+    gro_segment_size,
+    is_transient,
+    open_raw_esp,
+    open_udp_encap,
+    send_gso,
+)
+from cgwd.dataplane.tun import configure_tun, open_tun, remove_link
+from cgwd.esp.sa import DropReason, InboundSa, OutboundSa, SaCounters
+
+log = logging.getLogger(__name__)
+
+NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 §2.2: IKE on port 4500 starts with 4 zeros
+NAT_KEEPALIVE = b"\xff"  # RFC 3948 §2.3
+ESP_MIN_HEADER = 8  # RFC 4303 §2: SPI + sequence number
+KEEPALIVE_INTERVAL = 20.0  # seconds; RFC 3948 §4 suggests 20 s
+MAX_PACKET = 65535
+DEFAULT_BATCH = 64  # packets per wakeup before re-checking snapshots and other fds
+POLL_MS = 1000  # worker poll timeout: bounds stop latency and keepalive jitter
+
+
+@dataclass
+class TunnelCounters:
+    """Per-tunnel counters for what no SA can account for."""
+
+    drops: dict[str, int] = field(default_factory=dict)
+    """Drop counts by reason: ``unknown_spi``, ``malformed``, ``no_sa``, ``seq_exhausted``,
+    ``send_error``, ``tun_write_error``, ``internal``."""
+    keepalives_in: int = 0
+    keepalives_out: int = 0
+    ike_in: int = 0
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        self.drops[reason] = self.drops.get(reason, 0) + n
+
+
+@dataclass(frozen=True)
+class _Outbound:
+    sa_id: SaId
+    sa: OutboundSa
+    udp: UdpEncapSocket | None  # None: raw ESP
+    raw: socket.socket | None
+
+
+@dataclass(frozen=True)
+class _Inbound:
+    sa_id: SaId
+    sa: InboundSa
+
+
+@dataclass
+class _Tunnel:
+    spec: TunnelSpec
+    tun_fd: int
+    counters: TunnelCounters = field(default_factory=TunnelCounters)
+    # Snapshots read by the workers; replaced, never mutated, by the control methods.
+    outbound: _Outbound | None = None
+    inbound: dict[int, _Inbound] = field(default_factory=dict)
+    rx_sockets: tuple[tuple[socket.socket, UdpEncapSocket | None], ...] = ()
+    # Control-side state (event loop thread only).
+    outbound_sas: dict[SaId, _Outbound] = field(default_factory=dict)  # insertion order
+    udp: dict[tuple[int, int], UdpEncapSocket] = field(default_factory=dict)
+    raw: socket.socket | None = None
+    reserved_spis: set[int] = field(default_factory=set)
+    # Workers.
+    stopping: bool = False
+    wake_r: int = -1  # rx worker's wakeup pipe (new sockets, stop)
+    wake_w: int = -1
+    stop_r: int = -1  # tx worker's wakeup pipe (stop)
+    stop_w: int = -1
+    threads: list[threading.Thread] = field(default_factory=list)
+    last_udp_tx: float = 0.0
+    rx_out: memoryview = field(default_factory=lambda: memoryview(bytearray(MAX_PACKET)))
+
+
+class UserspaceDataplane:
+    """`Dataplane` over TUN devices and UDP/raw sockets, ESP in Python (`cgwd.esp`).
+
+    Args:
+        batch: packets handled per wakeup before snapshots are re-read.
+        keepalive_interval: seconds of UDP silence towards a peer before a NAT keepalive.
+        use_gso / use_gro: allow UDP segmentation offloads (off only to measure them).
+        clock: monotonic clock for ``last_used`` and keepalives.
+    """
+
+    kind = "userspace"
+
+    def __init__(
+        self,
+        *,
+        batch: int = DEFAULT_BATCH,
+        keepalive_interval: float = KEEPALIVE_INTERVAL,
+        use_gso: bool = True,
+        use_gro: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._tunnels: dict[str, _Tunnel] = {}
+        self._spi_owner: dict[int, str] = {}  # inbound SPI -> tunnel (reserved or installed)
+        self._ike_receiver: IkeReceiver | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batch = max(1, batch)
+        self._keepalive_interval = keepalive_interval
+        self._use_gso = use_gso
+        self._use_gro = use_gro
+        self._clock = clock
+        self._drop_log = RateLimitedLog(log)
+
+    # -- Dataplane: tunnels ---------------------------------------------------------
+
+    async def open_tunnel(self, spec: TunnelSpec) -> None:
+        if spec.name in self._tunnels:
+            raise TunnelExistsError(f"tunnel {spec.name} is already open")
+        self._loop = asyncio.get_running_loop()
+        tun_fd = open_tun(spec.name)
+        try:
+            await asyncio.to_thread(_disable_ipv6, spec.name)
+            await asyncio.to_thread(
+                configure_tun, spec.name, spec.local_inside, spec.remote_inside, spec.mtu
+            )
+        except BaseException:
+            os.close(tun_fd)
+            raise
+        t = _Tunnel(spec, tun_fd)
+        t.wake_r, t.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        t.stop_r, t.stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._tunnels[spec.name] = t
+        for role, target in (("tx", self._tx_worker), ("rx", self._rx_worker)):
+            thread = threading.Thread(
+                target=self._guarded, args=(target, t), name=f"{spec.name}-{role}", daemon=True
+            )
+            t.threads.append(thread)
+            thread.start()
+        log.info("tunnel %s: TUN up, %s peer %s", spec.name, spec.local_inside, spec.remote_inside)
+
+    async def close_tunnel(self, name: str) -> None:
+        t = self._tunnel(name)
+        del self._tunnels[name]
+        for spi in [s for s, owner in self._spi_owner.items() if owner == name]:
+            del self._spi_owner[spi]
+        t.stopping = True
+        _wake(t)
+        with contextlib.suppress(OSError):
+            os.write(t.stop_w, b"s")
+        for thread in t.threads:
+            await asyncio.to_thread(thread.join, 5.0)
+        os.close(t.tun_fd)
+        for udp in t.udp.values():
+            udp.sock.close()
+        if t.raw is not None:
+            t.raw.close()
+        for fd in (t.wake_r, t.wake_w, t.stop_r, t.stop_w):
+            os.close(fd)
+        # Closing the last fd of a non-persistent TUN removes it; make sure of it anyway.
+        with contextlib.suppress(DataplaneError):
+            await asyncio.to_thread(remove_link, name)
+        log.info("tunnel %s: closed", name)
+
+    async def close(self) -> None:
+        for name in list(self._tunnels):
+            with contextlib.suppress(Exception):
+                await self.close_tunnel(name)
+
+    # -- Dataplane: SAs -------------------------------------------------------------
+
+    def allocate_spi(self, tunnel: str) -> int:
+        t = self._tunnel(tunnel)
+        while True:
+            spi = MIN_SPI + secrets.randbelow(0x1_0000_0000 - MIN_SPI)
+            if spi not in self._spi_owner:
+                self._spi_owner[spi] = tunnel
+                t.reserved_spis.add(spi)
+                return spi
+
+    async def add_sa(self, sa: SaId, params: SaParams) -> None:
+        t = self._tunnel(sa.tunnel)
+        if sa.direction == "in":
+            if sa.spi in t.inbound:
+                raise SaExistsError(f"SA {sa} is already installed")
+            owner = self._spi_owner.get(sa.spi)
+            if owner is not None and owner != sa.tunnel:
+                raise SaExistsError(f"inbound SPI 0x{sa.spi:08x} is in use by tunnel {owner}")
+        elif sa in t.outbound_sas:
+            raise SaExistsError(f"SA {sa} is already installed")
+        udp, raw = await asyncio.to_thread(self._sockets_for, t, params)
+        try:
+            if sa.direction == "in":
+                inbound = InboundSa(
+                    sa.spi,
+                    params.suite,
+                    params.keymat,
+                    esn=params.esn,
+                    replay_window=params.replay_window,
+                )
+            else:
+                outbound = OutboundSa(
+                    sa.spi,
+                    params.suite,
+                    params.keymat,
+                    esn=params.esn,
+                    udp_encap=params.encap is not None,
+                )
+        except ValueError as exc:
+            raise DataplaneError(f"SA {sa}: {exc}") from None
+        if sa.direction == "in":
+            self._spi_owner[sa.spi] = sa.tunnel
+            t.reserved_spis.discard(sa.spi)
+            t.inbound = {**t.inbound, sa.spi: _Inbound(sa, inbound)}
+        else:
+            state = _Outbound(sa, outbound, udp, raw)
+            t.outbound_sas[sa] = state
+            t.outbound = state  # the atomic switch: the next tx batch uses it
+        log.info("SA %s installed (%s, %s)", sa, params.suite.name, _encap_text(params))
+
+    async def remove_sa(self, sa: SaId) -> None:
+        t = self._tunnel(sa.tunnel)
+        if sa.direction == "in":
+            if sa.spi not in t.inbound:
+                raise UnknownSaError(f"no SA {sa}")
+            t.inbound = {spi: s for spi, s in t.inbound.items() if spi != sa.spi}
+            self._spi_owner.pop(sa.spi, None)
+        else:
+            if sa not in t.outbound_sas:
+                raise UnknownSaError(f"no SA {sa}")
+            del t.outbound_sas[sa]
+            if t.outbound is not None and t.outbound.sa_id == sa:
+                remaining = list(t.outbound_sas.values())
+                t.outbound = remaining[-1] if remaining else None
+        log.info("SA %s removed", sa)
+
+    def sa_counters(self, sa: SaId) -> SaCounters:
+        t = self._tunnel(sa.tunnel)
+        if sa.direction == "in":
+            inbound = t.inbound.get(sa.spi)
+            if inbound is None:
+                raise UnknownSaError(f"no SA {sa}")
+            return copy.deepcopy(inbound.sa.counters)
+        outbound = t.outbound_sas.get(sa)
+        if outbound is None:
+            raise UnknownSaError(f"no SA {sa}")
+        return copy.deepcopy(outbound.sa.counters)
+
+    def tunnel_counters(self, tunnel: str) -> TunnelCounters:
+        """A snapshot of the tunnel's own counters (drops no SA could account for)."""
+        return copy.deepcopy(self._tunnel(tunnel).counters)
+
+    def current_outbound(self, tunnel: str) -> SaId | None:
+        """The outbound SA the tunnel's traffic uses now, if any."""
+        current = self._tunnel(tunnel).outbound
+        return current.sa_id if current is not None else None
+
+    def set_ike_receiver(self, callback: IkeReceiver | None) -> None:
+        self._ike_receiver = callback
+
+    # -- internals: control side ----------------------------------------------------
+
+    def _tunnel(self, name: str) -> _Tunnel:
+        try:
+            return self._tunnels[name]
+        except KeyError:
+            raise UnknownTunnelError(f"no tunnel {name}") from None
+
+    def _sockets_for(
+        self, t: _Tunnel, params: SaParams
+    ) -> tuple[UdpEncapSocket | None, socket.socket | None]:
+        """The socket an SA with ``params`` sends on, opening it (and waking rx) if new."""
+        spec = t.spec
+        if params.encap is None:
+            if t.raw is None:
+                t.raw = open_raw_esp(spec.local_outside, spec.remote_outside)
+                t.rx_sockets = (*t.rx_sockets, (t.raw, None))
+                _wake(t)
+            return None, t.raw
+        key = (params.encap.local_port, params.encap.remote_port)
+        udp = t.udp.get(key)
+        if udp is None:
+            udp = open_udp_encap(spec.local_outside, key[0], spec.remote_outside, key[1])
+            udp.gso = udp.gso and self._use_gso
+            udp.gro = udp.gro and self._use_gro
+            if not udp.gro:
+                with contextlib.suppress(OSError):
+                    udp.sock.setsockopt(17, 104, 0)  # SOL_UDP, UDP_GRO off
+            t.udp[key] = udp
+            t.rx_sockets = (*t.rx_sockets, (udp.sock, udp))
+            _wake(t)
+        return udp, None
+
+    def _deliver_ike(self, data: bytes, remote: tuple[str, int], local: tuple[str, int]) -> None:
+        receiver = self._ike_receiver
+        if receiver is None:
+            return
+        try:
+            receiver(data, remote, local)
+        except Exception:
+            log.exception("IKE receiver failed on a datagram from %s:%d", *remote)
+
+    def _drop(self, t: _Tunnel, reason: str, detail: str = "", n: int = 1) -> None:
+        t.counters.drop(reason, n)
+        self._drop_log.log(
+            f"{t.spec.name} {reason}", f"tunnel {t.spec.name}: dropped packet: {reason} {detail}"
+        )
+
+    def _guarded(self, worker: Callable[[_Tunnel], None], t: _Tunnel) -> None:
+        """Run a worker until the tunnel stops; an unexpected error is logged, not fatal."""
+        while not t.stopping:
+            try:
+                worker(t)
+            except Exception as exc:  # a bug must not silently kill the tunnel's datapath
+                t.counters.drop("internal")
+                self._drop_log.log(
+                    f"{t.spec.name} internal",
+                    f"tunnel {t.spec.name}: datapath worker error: {type(exc).__name__}: {exc}",
+                )
+                time.sleep(0.01)
+
+    # -- internals: tx worker (TUN -> ESP) ------------------------------------------
+
+    def _tx_worker(self, t: _Tunnel) -> None:
+        """Drain the TUN device in batches; encrypt each packet in place, in the send buffer.
+
+        Packets are read straight to where their ESP packet will start plus the SA's header
+        room, so encryption copies nothing. For ESP-in-UDP with GSO the ESP packets of a run
+        lie back to back in ``buf`` and leave in one ``sendmsg``: a run ends at a packet
+        larger than the run's segment size (it is moved to the start of the next run), just
+        after a shorter one (allowed as the last segment), or when the buffer is full.
+        """
+        poller = select.poll()
+        poller.register(t.tun_fd, select.POLLIN)
+        poller.register(t.stop_r, select.POLLIN)
+        buf = bytearray(GSO_MAX_BYTES + 2 * MAX_PACKET)
+        view = memoryview(buf)
+        readv = os.readv
+        fd = t.tun_fd
+        batch = self._batch
+        while not t.stopping:
+            poller.poll(POLL_MS)
+            out = t.outbound
+            room = out.sa.header_room if out is not None else 0
+            gso = out is not None and out.udp is not None and out.udp.gso
+            off = 0  # the GSO run so far: `count` ESP packets of `seg` octets in buf[0:off]
+            count = 0
+            seg = 0
+            n_read = 0
+            while n_read < batch:
+                try:
+                    n = readv(fd, [view[off + room : off + room + MAX_PACKET]])
+                except BlockingIOError:
+                    break
+                except OSError as exc:
+                    if exc.errno == errno.EBADF or t.stopping:
+                        return
+                    raise
+                n_read += 1
+                if out is None:
+                    self._drop(t, "no_sa", "(no outbound SA installed)")
+                    continue
+                length = out.sa.encapsulate_in_place(view[off:], n)
+                if length == 0:
+                    if out.sa.needs_rekey:
+                        self._drop(t, "seq_exhausted", f"(SA 0x{out.sa_id.spi:08x}: rekey)")
+                    continue
+                if not gso:
+                    self._send_one(t, out, view[:length])
+                    continue
+                assert out.udp is not None
+                if count and length > seg:
+                    # Too big for this run: send the run, start a new one with this packet.
+                    self._flush(t, out.udp, view[0:off], seg, count)
+                    view[0:length] = view[off : off + length]
+                    off = count = 0
+                if count == 0:
+                    seg = length
+                off += length
+                count += 1
+                if length < seg or count >= UDP_MAX_SEGMENTS or off + seg > GSO_MAX_BYTES:
+                    self._flush(t, out.udp, view[0:off], seg, count)
+                    off = count = 0
+            if count and out is not None and out.udp is not None:
+                self._flush(t, out.udp, view[0:off], seg, count)
+            if n_read and out is not None:
+                out.sa.counters.last_used = self._clock()
+                if out.udp is not None:
+                    t.last_udp_tx = out.sa.counters.last_used
+
+    def _send_one(self, t: _Tunnel, out: _Outbound, packet: memoryview) -> None:
+        sock = out.udp.sock if out.udp is not None else out.raw
+        assert sock is not None
+        try:
+            sock.send(packet)
+        except OSError as exc:
+            if not is_transient(exc):
+                raise
+            self._drop(t, "send_error", f"({exc.strerror})")
+
+    def _flush(
+        self, t: _Tunnel, udp: UdpEncapSocket, data: memoryview, seg: int, count: int
+    ) -> None:
+        """Send ``count`` ESP packets lying back to back in ``data`` (all ``seg`` long but
+        the last)."""
+        try:
+            if count == 1:
+                udp.sock.send(data)
+            else:
+                send_gso(udp.sock, data, seg)
+        except OSError as exc:
+            if not is_transient(exc):
+                raise
+            if exc.errno == errno.EIO and count > 1:
+                # The route's device cannot do UDP GSO: from now on one send per packet.
+                udp.gso = False
+                for start in range(0, len(data), seg):
+                    with contextlib.suppress(OSError):
+                        udp.sock.send(data[start : start + seg])
+                return
+            self._drop(t, "send_error", f"({exc.strerror})", count)
+
+    # -- internals: rx worker (ESP -> TUN) ------------------------------------------
+
+    def _rx_worker(self, t: _Tunnel) -> None:
+        buf = bytearray(MAX_PACKET)
+        view = memoryview(buf)
+        sockets: tuple[tuple[socket.socket, UdpEncapSocket | None], ...] = ()
+        poller = select.poll()
+        by_fd: dict[int, tuple[socket.socket, UdpEncapSocket | None]] = {}
+        while not t.stopping:
+            if sockets is not t.rx_sockets:
+                sockets = t.rx_sockets
+                poller = select.poll()
+                poller.register(t.wake_r, select.POLLIN)
+                by_fd = {}
+                for entry in sockets:
+                    poller.register(entry[0].fileno(), select.POLLIN)
+                    by_fd[entry[0].fileno()] = entry
+            events = poller.poll(POLL_MS)
+            now = self._clock()
+            for fd, _mask in events:
+                if fd == t.wake_r:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(t.wake_r, 512)
+                    continue
+                sock, udp = by_fd.get(fd, (None, None))
+                if udp is not None:
+                    self._drain_udp(t, udp, view, now)
+                elif sock is not None:
+                    self._drain_raw(t, sock, view, now)
+            self._maybe_keepalive(t, now)
+
+    def _drain_udp(self, t: _Tunnel, udp: UdpEncapSocket, view: memoryview, now: float) -> None:
+        sock = udp.sock
+        for _ in range(self._batch):
+            try:
+                n, anc, _flags, _addr = sock.recvmsg_into(
+                    [view], GRO_CMSG_SPACE, socket.MSG_DONTWAIT
+                )
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if is_transient(exc):  # e.g. ICMP port unreachable reported on a connected socket
+                    continue
+                raise
+            seg = gro_segment_size(anc) if anc else 0
+            if seg <= 0 or seg >= n:
+                self._handle_udp(t, udp, view[:n], now)
+                continue
+            for off in range(0, n, seg):
+                self._handle_udp(t, udp, view[off : min(off + seg, n)], now)
+
+    def _handle_udp(self, t: _Tunnel, udp: UdpEncapSocket, d: memoryview, now: float) -> None:
+        n = len(d)
+        if n == 1 and d[0] == 0xFF:
+            t.counters.keepalives_in += 1
+            return
+        if n >= 4 and d[:4] == NON_ESP_MARKER:
+            t.counters.ike_in += 1
+            loop = self._loop
+            if loop is not None and self._ike_receiver is not None:
+                with contextlib.suppress(RuntimeError):  # the loop is closing
+                    loop.call_soon_threadsafe(self._deliver_ike, bytes(d), udp.remote, udp.local)
+            return
+        self._handle_esp(t, d, now)
+
+    def _drain_raw(self, t: _Tunnel, sock: socket.socket, view: memoryview, now: float) -> None:
+        for _ in range(self._batch):
+            try:
+                n = sock.recv_into(view, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if is_transient(exc):
+                    continue
+                raise
+            # A raw IPv4 socket returns the IP header too (RFC 791: IHL in 32-bit words).
+            if n < 20 or view[0] >> 4 != 4:
+                self._drop(t, "malformed", "(raw ESP: not an IPv4 packet)")
+                continue
+            ihl = (view[0] & 0x0F) * 4
+            if ihl < 20 or n < ihl:
+                self._drop(t, "malformed", "(raw ESP: bad IPv4 header length)")
+                continue
+            self._handle_esp(t, view[ihl:n], now)
+
+    def _handle_esp(self, t: _Tunnel, d: memoryview, now: float) -> None:
+        if len(d) < ESP_MIN_HEADER:
+            self._drop(t, "malformed", f"(ESP packet of {len(d)} bytes)")
+            return
+        spi = int.from_bytes(d[:4], "big")
+        inbound = t.inbound.get(spi)
+        if inbound is None:
+            self._drop(t, "unknown_spi", f"(SPI 0x{spi:08x})")
+            return
+        result = inbound.sa.decapsulate_into(d, t.rx_out)
+        if isinstance(result, DropReason):
+            self._drop_log.log(
+                f"{t.spec.name} {result.name}",
+                f"tunnel {t.spec.name}: SA 0x{spi:08x} dropped a packet: {result.name.lower()}",
+            )
+            return
+        inbound.sa.counters.last_used = now
+        try:
+            os.write(t.tun_fd, t.rx_out[:result])
+        except OSError as exc:
+            if exc.errno == errno.EBADF or t.stopping:
+                return
+            self._drop(t, "tun_write_error", f"({exc.strerror})")
+
+    def _maybe_keepalive(self, t: _Tunnel, now: float) -> None:
+        """RFC 3948 §2.3: keep the NAT mapping alive while ESP-in-UDP is idle."""
+        out = t.outbound
+        if out is None or out.udp is None or now - t.last_udp_tx < self._keepalive_interval:
+            return
+        t.last_udp_tx = now
+        try:
+            out.udp.sock.send(NAT_KEEPALIVE, socket.MSG_DONTWAIT)
+            t.counters.keepalives_out += 1
+        except OSError as exc:
+            self._drop(t, "send_error", f"(keepalive: {exc.strerror})")
+
+
+def _wake(t: _Tunnel) -> None:
+    with contextlib.suppress(OSError):
+        os.write(t.wake_w, b"w")
+
+
+def _encap_text(params: SaParams) -> str:
+    if params.encap is None:
+        return "raw ESP"
+    return f"ESP-in-UDP {params.encap.local_port}->{params.encap.remote_port}"
+
+
+def _disable_ipv6(name: str) -> None:
+    """The tunnels carry IPv4 only: keep the kernel from sending RS/MLD into them."""
+    path = f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6"
+    with contextlib.suppress(OSError), open(path, "w") as f:
+        f.write("1")
