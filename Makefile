@@ -10,11 +10,12 @@ PYTEST_ARGS ?=
 #  - iproute2, nftables: links, routes, namespaces and the MSS clamp
 #  - strongswan-*: the real IKE peer that plays AWS's side in tests, the lab and the demo
 #  - iperf3, tcpdump, strace: traffic, captures and byte-for-byte netlink checks
+#  - iputils-ping: reachability checks in the lab, the demo and the netns tests
 #  - user-mode-linux, kmod: a kernel with ESP/VTI for the kernel datapath tests
 #  - openssl: the reference figures in bench/
 #  - systemd: systemd-analyze verify/security for the unit file
 DEBIAN_PACKAGES := iproute2 nftables strongswan-charon strongswan-swanctl \
-	libcharon-extra-plugins libstrongswan-extra-plugins iperf3 tcpdump strace \
+	libcharon-extra-plugins libstrongswan-extra-plugins iperf3 tcpdump strace iputils-ping \
 	user-mode-linux kmod openssl systemd
 
 .PHONY: all deps debian-packages venv lint typecheck unit test test-fast demo bench install clean
