@@ -1,0 +1,285 @@
+"""PyrouteNetOps against a real kernel, inside namespaces this module creates.
+
+Topology (one per module)::
+
+    client ns "c"             router ns "r" (NetOps under test)          server ns "s"
+    lan0 192.0.2.10/24 -- lan0 192.0.2.1/24
+                              t1 169.254.10.2/30 peer .1  -- t1p 169.254.10.1/30
+                              t2 169.254.11.2/30 peer .1  -- t2p 169.254.11.1/30
+                                                               lo 10.99.0.10/32
+
+The two veth links stand in for the two tunnels. Every check reads the kernel's state with
+``ip -j``, ``sysctl`` or ``nft -j`` (independent of the code under test), and the MSS clamp
+is observed with tcpdump on real forwarded SYNs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface, ip_network
+from typing import Any
+
+import pytest
+from conftest import require, require_root
+
+from cgwd.lab.netns import Netns, Topology
+from cgwd.net.base import RTPROT_CGWD, MssClamp, NetOpsError, Nexthop, RouteSpec
+from cgwd.net.nft import Nft, mss_clamp_document
+from cgwd.net.pyroute import PyrouteNetOps
+from cgwd.net.routes import TunnelRoutes, plan_routes
+
+pytestmark = pytest.mark.netns
+
+VPC = ip_network("10.99.0.0/16")
+SERVER = "10.99.0.10"
+PORT = 5001
+
+
+class Lab:
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.c = topo.add_netns("c")
+        self.r = topo.add_netns("r")
+        self.s = topo.add_netns("s")
+        topo.link(self.c, "lan0", self.r, "lan0")
+        topo.link(self.r, "t1", self.s, "t1p")
+        topo.link(self.r, "t2", self.s, "t2p")
+        self.c.ip("addr", "add", "192.0.2.10/24", "dev", "lan0")
+        self.c.ip("route", "add", "default", "via", "192.0.2.1")
+        self.r.ip("addr", "add", "192.0.2.1/24", "dev", "lan0")
+        self.r.sysctl("net.ipv4.ip_forward", "1")
+        self.s.ip("addr", "add", "169.254.10.1/30", "dev", "t1p")
+        self.s.ip("addr", "add", "169.254.11.1/30", "dev", "t2p")
+        self.s.ip("addr", "add", f"{SERVER}/32", "dev", "lo")
+        self.s.ip("route", "add", "192.0.2.0/24", "via", "169.254.10.2")
+        self.net = PyrouteNetOps(self.r.name)
+        self.net.set_address("t1", IPv4Interface("169.254.10.2/30"), IPv4Address("169.254.10.1"))
+        self.net.set_address("t2", IPv4Interface("169.254.11.2/30"), IPv4Address("169.254.11.1"))
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    require_root()
+    topo = Topology()
+    try:
+        built = Lab(topo)
+        yield built
+        built.net.close()
+    finally:
+        topo.close()
+
+
+def ip_json(ns: Netns, *args: str) -> Any:
+    return json.loads(ns.run("ip", "-j", *args).stdout or "[]")
+
+
+def cgwd_routes(ns: Netns) -> list[dict[str, Any]]:
+    return [
+        r
+        for r in ip_json(ns, "route", "show", "table", "all")
+        if r.get("protocol") == str(RTPROT_CGWD)
+    ]
+
+
+def test_address_mtu_and_link_state(lab: Lab) -> None:
+    lab.net.set_mtu("t1", 1446)
+    lab.net.set_link_up("t1", False)
+    (link,) = ip_json(lab.r, "link", "show", "dev", "t1")
+    assert link["mtu"] == 1446 and "UP" not in link["flags"]
+    lab.net.set_link_up("t1", True)
+    (link,) = ip_json(lab.r, "addr", "show", "dev", "t1")
+    assert "UP" in link["flags"]
+    inet = [a for a in link["addr_info"] if a["family"] == "inet"]
+    assert [(a["local"], a.get("address"), a["prefixlen"]) for a in inet] == [
+        ("169.254.10.2", "169.254.10.1", 30)
+    ]
+    # A new address replaces the old one; setting it again changes nothing.
+    lab.net.set_address("t1", IPv4Interface("169.254.20.2/30"), IPv4Address("169.254.20.1"))
+    lab.net.set_address("t1", IPv4Interface("169.254.10.2/30"), IPv4Address("169.254.10.1"))
+    lab.net.set_address("t1", IPv4Interface("169.254.10.2/30"), IPv4Address("169.254.10.1"))
+    (link,) = ip_json(lab.r, "addr", "show", "dev", "t1")
+    assert [a["local"] for a in link["addr_info"] if a["family"] == "inet"] == ["169.254.10.2"]
+    lab.net.set_mtu("t1", 1500)
+
+
+def test_errors_name_the_object(lab: Lab) -> None:
+    with pytest.raises(NetOpsError, match="interface nope0 does not exist"):
+        lab.net.set_mtu("nope0", 1400)
+    with pytest.raises(NetOpsError, match="MTU 70000 on t1"):
+        lab.net.set_mtu("t1", 70000)
+    with pytest.raises(NetOpsError, match="nope0"):
+        lab.net.replace_route(RouteSpec(VPC, (Nexthop("nope0"),)))
+    with pytest.raises(NetOpsError, match="namespace"):
+        PyrouteNetOps(lab.topo.prefix + "-absent")
+
+
+def test_routes_with_metrics_appear_and_are_withdrawn(lab: Lab) -> None:
+    t1, t2 = TunnelRoutes(1, "t1", True), TunnelRoutes(2, "t2", True)
+    plan = plan_routes([VPC], [t1, t2], "prefer-1", metric=100)
+    for route in plan:
+        lab.net.replace_route(route)
+    seen = {(r["dst"], r["dev"], r["metric"]) for r in cgwd_routes(lab.r)}
+    assert seen == {("10.99.0.0/16", "t1", 100), ("10.99.0.0/16", "t2", 101)}
+    assert sorted(lab.net.list_routes(), key=lambda r: r.metric) == plan
+    (chosen,) = ip_json(lab.r, "route", "get", SERVER)
+    assert chosen["dev"] == "t1"
+    # Tunnel 1 goes down: its route is withdrawn and traffic moves to tunnel 2.
+    lab.net.delete_route(plan[0])
+    lab.net.delete_route(plan[0])  # absent: not an error
+    (chosen,) = ip_json(lab.r, "route", "get", SERVER)
+    assert chosen["dev"] == "t2"
+    lab.net.delete_route(plan[1])
+    assert cgwd_routes(lab.r) == []
+
+
+def test_ecmp_multipath_route(lab: Lab) -> None:
+    both = RouteSpec(VPC, (Nexthop("t1"), Nexthop("t2", IPv4Address("169.254.11.1"), 3)), 50)
+    lab.net.replace_route(both)
+    (route,) = cgwd_routes(lab.r)
+    hops = {(h["dev"], h.get("gateway"), h["weight"]) for h in route["nexthops"]}
+    assert hops == {("t1", None, 1), ("t2", "169.254.11.1", 3)}
+    assert lab.net.list_routes() == [both]
+    one = RouteSpec(VPC, (Nexthop("t2"),), 50)
+    lab.net.replace_route(one)  # same key: replaced in place
+    (route,) = cgwd_routes(lab.r)
+    assert route["dev"] == "t2" and "nexthops" not in route
+    lab.net.delete_route(one)
+    assert cgwd_routes(lab.r) == []
+
+
+def test_rp_filter_and_forwarding(lab: Lab) -> None:
+    lab.r.sysctl("net.ipv4.conf.t1.rp_filter", "1")
+    lab.net.set_rp_filter("t1")
+    assert lab.r.run("sysctl", "-n", "net.ipv4.conf.t1.rp_filter").stdout.strip() == "2"
+    assert lab.net.rp_filter("t1") == 2
+    with pytest.raises(NetOpsError, match="nope0"):
+        lab.net.set_rp_filter("nope0")
+    assert lab.net.forwarding().ipv4
+    lab.r.sysctl("net.ipv4.ip_forward", "0")
+    try:
+        assert not lab.net.forwarding().ipv4
+    finally:
+        lab.r.sysctl("net.ipv4.ip_forward", "1")
+
+
+def nft_rules(ns: Netns) -> list[dict[str, Any]]:
+    listing = json.loads(ns.run("nft", "-j", "list", "table", "inet", "cgwd").stdout)
+    return [item["rule"] for item in listing["nftables"] if "rule" in item]
+
+
+def test_nft_document_checks_applies_and_is_idempotent(lab: Lab) -> None:
+    clamps = [MssClamp("t1", 1398), MssClamp("t2", 1382)]
+    Nft(lab.r.name).apply(mss_clamp_document(clamps), check_only=True)
+    assert not Nft(lab.r.name).table_exists()  # -c changed nothing
+    lab.net.apply_mss_clamp(clamps)
+    lab.net.apply_mss_clamp(clamps)
+    assert len(nft_rules(lab.r)) == 8
+    tables = json.loads(lab.r.run("nft", "-j", "list", "tables").stdout)["nftables"]
+    assert [t["table"]["name"] for t in tables if "table" in t] == ["cgwd"]
+    lab.net.apply_mss_clamp(clamps[:1])
+    assert len(nft_rules(lab.r)) == 4
+    lab.net.remove_mss_clamp()
+    lab.net.remove_mss_clamp()  # absent: not an error
+    assert not Nft(lab.r.name).table_exists()
+
+
+def _start_capture(ns: Netns, interface: str) -> subprocess.Popen[bytes]:
+    proc = ns.popen(
+        "tcpdump", "-i", interface, "-nn", "-l", "-c", "2", "--immediate-mode",
+        "tcp[tcpflags] & tcp-syn != 0",
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 10
+    seen = b""
+    while b"listening on" not in seen and time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stderr], [], [], 0.2)
+        if ready:
+            seen += proc.stderr.read1(4096)
+    assert b"listening on" in seen, seen
+    return proc
+
+
+def _syn_mss(proc: subprocess.Popen[bytes]) -> dict[str, int]:
+    """{"S": mss of the SYN, "S.": mss of the SYN-ACK} from a finished tcpdump."""
+    out, _ = proc.communicate(timeout=10)
+    found = {}
+    for line in out.decode().splitlines():
+        m = re.search(r"Flags \[(S\.?)\].*options \[mss (\d+)", line)
+        if m:
+            found[m.group(1)] = int(m.group(2))
+    return found
+
+
+def _connect(lab: Lab, client_mss: int | None) -> None:
+    server = lab.s.popen(
+        sys.executable, "-c",
+        "import socket; s = socket.socket();"
+        "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1);"
+        f"s.bind(('{SERVER}', {PORT})); s.listen(); print('ok', flush=True);"
+        "s.settimeout(10); c, _ = s.accept(); c.close()",
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert server.stdout is not None and server.stdout.readline().strip() == b"ok"
+        setmss = f"s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, {client_mss});"
+        lab.c.run(
+            sys.executable, "-c",
+            "import socket; s = socket.socket();" + (setmss if client_mss else "")
+            + f"s.settimeout(5); s.connect(('{SERVER}', {PORT})); s.close()",
+        )  # fmt: skip
+        server.wait(timeout=10)
+    finally:
+        server.kill()
+        server.wait()
+
+
+@pytest.mark.parametrize("client_mss", [None, 1200])
+def test_forwarded_syns_get_their_mss_clamped_both_ways(lab: Lab, client_mss: int | None) -> None:
+    require(
+        lab.r.run("which", "tcpdump", check=False).returncode == 0, "needs tcpdump (Debian tcpdump)"
+    )
+    lab.net.replace_route(RouteSpec(VPC, (Nexthop("t1"),), 100))
+    lab.net.apply_mss_clamp([MssClamp("t1", 1398), MssClamp("t2", 1382)])
+    try:
+        at_server = _start_capture(lab.s, "t1p")
+        at_client = _start_capture(lab.c, "lan0")
+        _connect(lab, client_mss)
+        server_view, client_view = _syn_mss(at_server), _syn_mss(at_client)
+    finally:
+        lab.net.remove_mss_clamp()
+        lab.net.delete_route(RouteSpec(VPC, (Nexthop("t1"),), 100))
+    # Unclamped MSS on a 1500-byte veth is 1460; a smaller one is left as it is.
+    sent = 1460 if client_mss is None else client_mss
+    assert client_view["S"] == sent
+    assert server_view["S"] == min(sent, 1398)  # clamped going into the tunnel
+    assert server_view["S."] == 1460
+    assert client_view["S."] == 1398  # clamped coming out of the tunnel
+
+
+def test_cleanup_removes_only_what_cgwd_owns(lab: Lab) -> None:
+    lab.net.replace_route(RouteSpec(VPC, (Nexthop("t1"),), 100))
+    lab.net.replace_route(RouteSpec(ip_network("10.98.0.0/16"), (Nexthop("t1"), Nexthop("t2")), 5))
+    lab.net.replace_route(RouteSpec(ip_network("10.97.0.0/16"), (Nexthop("t2"),), 9, table=100))
+    lab.net.apply_mss_clamp([MssClamp("t1", 1398)])
+    lab.r.ip("route", "add", "10.50.0.0/16", "dev", "t1", "proto", "static")
+    try:
+        # A fresh instance, as after a crash and restart.
+        fresh = PyrouteNetOps(lab.r.name)
+        try:
+            report = fresh.cleanup_leftovers()
+        finally:
+            fresh.close()
+        assert len(report.routes) == 3 and report.nft_table
+        assert cgwd_routes(lab.r) == []
+        assert not Nft(lab.r.name).table_exists()
+        static = ip_json(lab.r, "route", "show", "10.50.0.0/16")
+        assert [r["dst"] for r in static] == ["10.50.0.0/16"]
+    finally:
+        lab.r.ip("route", "del", "10.50.0.0/16", "dev", "t1", check=False)
