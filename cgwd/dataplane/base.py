@@ -203,6 +203,14 @@ class Dataplane(Protocol):
         """
         ...
 
+    def current_outbound(self, tunnel: str) -> SaId | None:
+        """The outbound SA the tunnel's traffic uses now (None: traffic is dropped).
+
+        Raises:
+            UnknownTunnelError: no such tunnel.
+        """
+        ...
+
     def set_ike_receiver(self, callback: IkeReceiver | None) -> None:
         """Where IKE datagrams arriving on dataplane-owned sockets go (see `IkeReceiver`)."""
         ...
