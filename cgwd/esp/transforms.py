@@ -214,7 +214,7 @@ class CbcHmacTransform:
             target = int.from_bytes(self._ecb_decryptor.update(iv), "big")
         return (target ^ self._chain).to_bytes(_AES_BLOCK, "big")
 
-    def _icv(self, data: bytes | memoryview, seq: int) -> bytes:
+    def icv(self, data: bytes | memoryview, seq: int) -> bytes:
         mac = self._mac.copy()
         mac.update(data)
         if self._esn:
@@ -225,7 +225,7 @@ class CbcHmacTransform:
         ciphertext = self._encryptor.update(self._first_block(seq) + inner + trailer)
         self._chain = int.from_bytes(ciphertext[-_AES_BLOCK:], "big")
         body = _SPI_SEQ.pack(self._spi, seq & _LOW32) + ciphertext
-        return body + self._icv(body, seq)
+        return body + self.icv(body, seq)
 
     def seal_in_place(self, buf: memoryview, seq: int, payload_len: int) -> int:
         """Payload is at buf[header_room:][:payload_len]; needs tail_room spare octets."""
@@ -234,13 +234,13 @@ class CbcHmacTransform:
         end = self.header_room + payload_len
         self._encryptor.update_into(buf[_ESP_HEADER:end], buf[_ESP_HEADER : end + _AES_BLOCK - 1])
         self._chain = int.from_bytes(buf[end - _AES_BLOCK : end], "big")
-        buf[end : end + self.icv_bytes] = self._icv(buf[:end], seq)
+        buf[end : end + self.icv_bytes] = self.icv(buf[:end], seq)
         return end + self.icv_bytes
 
     def _verify(self, packet: memoryview, seq: int) -> bool:
         body = len(packet) - self.icv_bytes
         # constant-time comparison of the truncated ICV (RFC 4303 3.4.4.1)
-        return hmac.compare_digest(self._icv(packet[:body], seq), packet[body:])
+        return hmac.compare_digest(self.icv(packet[:body], seq), packet[body:])
 
     def open(self, packet: memoryview, seq: int) -> bytes | None:
         if not self._verify(packet, seq):
