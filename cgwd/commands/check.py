@@ -1,0 +1,212 @@
+"""`cgwd check --config FILE`: validate everything and print the plan of every tunnel.
+
+Reads cgwd.toml and every AWS download it names, runs every check the daemon would run at
+start-up, and prints per tunnel: the interface, addresses, MTU and MSS, routes, lifetimes and
+rekey times with the reason, DPD, the proposals that will be offered and the dataplane.
+Exit status 0 when the configuration is usable (warnings included), 2 when it is not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from cgwd.config.load import LoadedConfiguration, load_configuration
+from cgwd.config.model import Dataplane
+from cgwd.config.tunnel_plan import RekeyPlan, TunnelPlan
+
+DEFAULT_CONFIG = Path("/etc/cgwd/cgwd.toml")
+# What the kernel dataplane needs: ESP (esp4) and xfrm interfaces (xfrm_interface).
+KERNEL_MODULES = ("esp4", "xfrm_interface")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"the configuration file (default {DEFAULT_CONFIG})",
+    )
+    parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+
+def kernel_dataplane_missing(root: Path = Path("/")) -> tuple[str, ...]:
+    """The kernel features the kernel dataplane needs and this machine lacks.
+
+    A module counts as present when loaded (``/sys/module``), built in
+    (``modules.builtin``) or loadable (``modules.dep``). Reads files only; never loads
+    anything.
+    """
+    release = os.uname().release
+    modules_dir = root / "lib/modules" / release
+    listed: set[str] = set()
+    for name in ("modules.builtin", "modules.dep"):
+        try:
+            text = (modules_dir / name).read_text(errors="replace")
+        except OSError:
+            continue
+        for line in text.splitlines():
+            module = line.split(":", 1)[0].rsplit("/", 1)[-1]
+            listed.add(module.split(".ko", 1)[0].replace("-", "_"))
+    return tuple(
+        m for m in KERNEL_MODULES if not (root / "sys/module" / m).exists() and m not in listed
+    )
+
+
+def resolve_dataplane(choice: Dataplane, missing: tuple[str, ...]) -> tuple[str, str]:
+    """The dataplane ``auto`` would pick and why (``missing``: `kernel_dataplane_missing`)."""
+    if choice == "kernel":
+        if missing:
+            return "kernel", f"configured; this kernel lacks {', '.join(missing)}: it will fail"
+        return "kernel", "configured"
+    if choice == "userspace":
+        return "userspace", "configured (a fallback: far below AWS's 1.25 Gbit/s per tunnel)"
+    if missing:
+        return "userspace", f"auto: this kernel lacks {', '.join(missing)}"
+    return "kernel", "auto: the kernel has ESP and xfrm interfaces"
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = load_configuration(args.config)
+    missing = kernel_dataplane_missing()
+    if args.json:
+        json.dump(plan_json(loaded, missing), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    else:
+        sys.stdout.write(plan_text(loaded, missing))
+    return 0
+
+
+def _rekey_json(plan: RekeyPlan) -> dict[str, Any]:
+    return {
+        "lifetime_seconds": plan.lifetime,
+        "rekey_seconds": [plan.rekey_min, plan.rekey_max],
+        "aws_rekey_margin_seconds": plan.aws_margin,
+        "aws_rekey_fuzz_percent": plan.aws_fuzz_percent,
+        "aws_earliest_rekey_seconds": plan.aws_earliest,
+        "reason": plan.reason,
+    }
+
+
+def _tunnel_json(t: TunnelPlan, missing: tuple[str, ...]) -> dict[str, Any]:
+    dataplane, dataplane_reason = resolve_dataplane(t.dataplane, missing)
+    p = t.proposals
+    return {
+        "index": t.index,
+        "interface": t.interface,
+        "local_inside": str(t.local_inside),
+        "remote_inside": str(t.remote_inside),
+        "local_address": None if t.local_address is None else str(t.local_address),
+        "identity": None if t.identity is None else str(t.identity),
+        "remote_address": str(t.remote_address),
+        "ike_version": t.ike_version,
+        "ike_version_reason": t.ike_version_reason,
+        "mtu": t.mtu,
+        "mss": t.mss,
+        "mss_ipv6": t.mss_ipv6,
+        "mtu_reason": t.mtu_reason,
+        "nat_traversal": t.nat_traversal,
+        "routes": [
+            {"network": str(r.network), "metric": r.metric, "multipath": r.multipath}
+            for r in t.routes
+        ],
+        "phase1": _rekey_json(t.phase1),
+        "phase2": _rekey_json(t.phase2),
+        "dpd": {
+            "interval_seconds": t.dpd.interval,
+            "retries": t.dpd.retries,
+            "dead_after_seconds": t.dpd.dead_after,
+            "reason": t.dpd.reason,
+        },
+        "replay_window": t.replay_window,
+        "proposals": {
+            "origin": p.origin,
+            "ike": p.ike_strongswan().split(","),
+            "esp": p.esp_strongswan().split(","),
+        },
+        "dataplane": {"configured": t.dataplane, "chosen": dataplane, "reason": dataplane_reason},
+    }
+
+
+def plan_json(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> dict[str, Any]:
+    """The `cgwd check --json` document. It never contains a pre-shared key."""
+    return {
+        "config": str(loaded.config.source),
+        "control_socket": str(loaded.config.daemon.control_socket),
+        "connections": [
+            {
+                "name": c.name,
+                "aws_config": str(c.config.aws_config),
+                "vpn_connection_id": c.aws.vpn_connection_id,
+                "routing": c.aws.routing,
+                "tunnel_preference": c.config.tunnel_preference,
+                "proposals": c.config.proposals,
+                "tunnels": [_tunnel_json(t, missing) for t in c.tunnels],
+                "warnings": list(c.warnings),
+            }
+            for c in loaded.connections
+        ],
+    }
+
+
+def _row(label: str, value: str, indent: int = 4) -> str:
+    return f"{' ' * indent}{label:<18} {value}\n"
+
+
+def _rekey_text(label: str, plan: RekeyPlan) -> str:
+    return _row(
+        label,
+        f"lifetime {plan.lifetime} s, rekey at {plan.rekey_min}-{plan.rekey_max} s",
+    ) + _row("", f"({plan.reason})")
+
+
+def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
+    """The human-readable plan printed by `cgwd check`."""
+    out = [f"{loaded.config.source}: OK, {len(loaded.connections)} connection(s)\n"]
+    out.append(f"control socket {loaded.config.daemon.control_socket}\n")
+    for c in loaded.connections:
+        out.append(
+            f"\nconnection {c.name}: {c.aws.vpn_connection_id or '(no id)'}, {c.aws.routing} "
+            f"routing, from {c.config.aws_config}\n"
+        )
+        for t in c.tunnels:
+            dataplane, why = resolve_dataplane(t.dataplane, missing)
+            local = str(t.local_address) if t.local_address else "route to the endpoint decides"
+            out.append(f"  tunnel {t.index}: interface {t.interface}\n")
+            out.append(_row("AWS endpoint", f"{t.remote_address} (IKE ID {t.identity or '-'})"))
+            out.append(_row("local address", local))
+            out.append(_row("inside", f"{t.local_inside} <-> {t.remote_inside}"))
+            out.append(_row("MTU / MSS", f"{t.mtu} / {t.mss} (IPv6 {t.mss_ipv6})"))
+            out.append(_row("", f"({t.mtu_reason})"))
+            routes = ", ".join(
+                f"{r.network} metric {r.metric}{' multipath' if r.multipath else ''}"
+                for r in t.routes
+            )
+            out.append(_row("routes", f"{routes or 'none'} via {t.remote_inside}"))
+            out.append(_row("IKE", f"{t.ike_version} ({t.ike_version_reason})"))
+            out.append(_rekey_text("phase 1", t.phase1))
+            out.append(_rekey_text("phase 2", t.phase2))
+            out.append(
+                _row(
+                    "DPD",
+                    f"probe after {t.dpd.interval} s of silence, dead after "
+                    f"{t.dpd.dead_after} s ({t.dpd.reason})",
+                )
+            )
+            out.append(_row("replay window", str(t.replay_window)))
+            out.append(_row("NAT traversal", t.nat_traversal))
+            out.append(_row("proposals", t.proposals.origin))
+            label = "IKE proposals" if t.ike_version == "ikev2" else "IKEv1 transforms"
+            for i, text in enumerate(t.proposals.ike_strongswan().split(",")):
+                out.append(_row(label if i == 0 else "", text))
+            for i, text in enumerate(t.proposals.esp_strongswan().split(",")):
+                out.append(_row("ESP proposals" if i == 0 else "", text))
+            out.append(_row("dataplane", f"{dataplane} ({why})"))
+        for warning in c.warnings:
+            out.append(f"  warning: {warning}\n")
+    return "".join(out)
