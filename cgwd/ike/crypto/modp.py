@@ -234,7 +234,7 @@ class ModpGroup(DhGroup):
         # Rejection sampling: uniform in [2, q-1] for RFC 5114 groups (RFC 6989 §2.2 needs
         # x < q), else in [2, 2^exponent_bits) (at least twice the group's strength).
         bound = self.q if self.q is not None else 1 << self.exponent_bits
-        bits = bound.bit_length()
+        bits = self.q.bit_length() if self.q is not None else self.exponent_bits
         while True:
             x = int.from_bytes(rng.bytes((bits + 7) // 8), "big") & ((1 << bits) - 1)
             if 2 <= x < bound:
@@ -276,17 +276,17 @@ class ModpPrivate(DhPrivate):
         return Secret(z.to_bytes(self.group.public_length, "big"))
 
 
-# Private exponent sizes for the groups without a published q: at least 2x the strength
-# (RFC 3526 §8 table) and never under 256 bits.
+# Private exponent sizes for the groups without a published q: at least twice the
+# group's strength (RFC 3526 §8), the sizes strongSwan uses too.
 MODP_GROUPS: dict[int, ModpGroup] = {
     g.group_id: g
     for g in (
         ModpGroup(DhGroupId.MODP_1024, _P2, 2, None, 256),
         ModpGroup(DhGroupId.MODP_1536, _P5, 2, None, 256),
-        ModpGroup(DhGroupId.MODP_2048, _P14, 2, None, 256),
-        ModpGroup(DhGroupId.MODP_3072, _P15, 2, None, 320),
-        ModpGroup(DhGroupId.MODP_4096, _P16, 2, None, 384),
-        ModpGroup(DhGroupId.MODP_6144, _P17, 2, None, 448),
+        ModpGroup(DhGroupId.MODP_2048, _P14, 2, None, 384),
+        ModpGroup(DhGroupId.MODP_3072, _P15, 2, None, 384),
+        ModpGroup(DhGroupId.MODP_4096, _P16, 2, None, 512),
+        ModpGroup(DhGroupId.MODP_6144, _P17, 2, None, 512),
         ModpGroup(DhGroupId.MODP_8192, _P18, 2, None, 512),
         ModpGroup(DhGroupId.MODP_1024_160, _P22, _G22, _Q22, 160),
         ModpGroup(DhGroupId.MODP_2048_224, _P23, _G23, _Q23, 224),
