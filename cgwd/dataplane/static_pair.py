@@ -50,6 +50,8 @@ class StaticPair:
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     workdir: str = ""
     log_level: str = "WARNING"
+    config_a: dict[str, Any] = field(default_factory=dict, repr=False)  # holds keys
+    config_b: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def configs(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """Matching configs for A and B: A's outbound SA is B's inbound one and vice versa."""
@@ -87,7 +89,8 @@ class StaticPair:
         """Start both runners; raises CgwdError (with their stderr) if either fails."""
         self.workdir = tempfile.mkdtemp(prefix="cgwd-static-")
         os.chmod(self.workdir, 0o700)
-        for side, config in zip((self.a, self.b), self.configs(), strict=True):
+        self.config_a, self.config_b = self.configs()
+        for side, config in ((self.a, self.config_a), (self.b, self.config_b)):
             path = os.path.join(self.workdir, f"{side.ns.name}.json")
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as f:
