@@ -211,8 +211,9 @@ class ConnectionConfig(_Frozen):
 
     routes: tuple[Ipv4Net, ...] = ()
     """Networks (CIDRs) behind AWS to route over the tunnels: the VPC CIDRs for static
-    routing. Must not overlap the tunnels' inside /30s. Empty for BGP, where FRR or BIRD
-    learn the routes."""
+    routing. None may lie in 169.254.0.0/16, where the tunnels' inside /30s are (a default
+    route is fine: the /30s stay on-link). Empty for BGP, where FRR or BIRD learn the
+    routes."""
 
     tunnel_preference: Annotated[
         Literal["prefer-1", "prefer-2", "ecmp"], BeforeValidator(_strict_str)
@@ -370,13 +371,15 @@ def _check_route_list(routes: Sequence[IPv4Network]) -> tuple[IPv4Network, ...]:
             raise ValueError(f"{route} is listed twice")
         seen.add(route)
         for bad, why in _UNROUTABLE:
-            if route.subnet_of(bad) or (route.prefixlen > 0 and bad.subnet_of(route)):
-                raise ValueError(f"{route} overlaps {bad} ({why}): it cannot be routed to AWS")
+            # Supernets (0.0.0.0/0, 128.0.0.0/1) are fine: more specific routes win.
+            if route.subnet_of(bad):
+                raise ValueError(f"{route} is inside {bad} ({why}): it cannot be routed to AWS")
     return tuple(routes)
 
 
-# Ranges no VPC route can cover. 0.0.0.0/0 is allowed (a default route over the VPN).
+# Ranges no route to AWS can lie in. 0.0.0.0/0 is allowed (a default route over the VPN).
 _UNROUTABLE = (
+    (IPv4Network("169.254.0.0/16"), "link-local, where the tunnels' inside /30s are"),
     (IPv4Network("127.0.0.0/8"), "loopback"),
     (IPv4Network("224.0.0.0/4"), "multicast"),
     (IPv4Network("240.0.0.0/4"), "reserved"),

@@ -344,15 +344,9 @@ def plan_connection(
             f"the AWS file describes {aws.vpn_connection_id or 'a connection without id'}, "
             f"not {conn.connection_id}",
         )
-    inside = [t.inside_cidr for t in aws.tunnels if t.inside_cidr is not None]
+    # Routes inside 169.254.0.0/16 are refused by the model; a supernet of an inside /30
+    # (a default route) is harmless, since the /30 stays on-link (longest prefix wins).
     for route in conn.routes:
-        for net in inside:
-            if route.overlaps(net):
-                raise PlanError(
-                    ("routes",),
-                    f"{route} overlaps the tunnel inside range {net}: the tunnels would "
-                    "route their own addresses",
-                )
         for tunnel in aws.tunnels:
             if tunnel.vpn_gateway_outside_ip in route:
                 warnings.append(
@@ -489,8 +483,7 @@ def _plan_tunnel(
 
 
 def check_connections(plans: Sequence[ConnectionPlan]) -> None:
-    """Checks across connections: no AWS endpoint or inside range is used twice, and no
-    connection routes another's inside range.
+    """Checks across connections: no AWS endpoint or inside range is used twice.
 
     Raises:
         PlanError: with the key path ``("connection", index, key)``.
@@ -516,11 +509,3 @@ def check_connections(plans: Sequence[ConnectionPlan]) -> None:
                         f"of {other_owner}",
                     )
             insides[network] = f"connection {plan.name!r}"
-    for index, plan in enumerate(plans):
-        for route in plan.config.routes:
-            for network, owner in insides.items():
-                if route.overlaps(network):
-                    raise PlanError(
-                        ("connection", index, "routes"),
-                        f"{route} overlaps the inside range {network} of {owner}",
-                    )

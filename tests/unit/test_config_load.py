@@ -148,6 +148,7 @@ def test_relative_control_socket_and_aws_config_follow_the_config_file() -> None
             "not an IPv4 CIDR",
         ),
         (MINIMAL + 'routes = ["127.0.0.0/8"]\n', 4, "connection[0].routes", "loopback"),
+        (MINIMAL + 'routes = ["169.254.0.0/16"]\n', 4, "connection[0].routes", "link-local"),
         (
             MINIMAL + 'routes = ["10.0.0.0/8", "10.0.0.0/8"]\n',
             4,
@@ -352,13 +353,13 @@ def test_configuration_plans_every_connection(tmp_path: Path) -> None:
     assert [t.interface for t in plan.tunnels] == ["vpc01-t1", "vpc01-t2"]
 
 
-def test_route_overlapping_an_inside_range_points_at_routes(tmp_path: Path) -> None:
-    text = MINIMAL + 'dpd_retries = 3\nroutes = ["169.254.0.0/16"]\n'
+def test_route_in_the_inside_ranges_points_at_routes(tmp_path: Path) -> None:
+    text = MINIMAL + 'dpd_retries = 3\nroutes = ["10.0.0.0/8", "169.254.141.36/30"]\n'
     path, loader = _setup(tmp_path, text, {"vpn.txt": connection()})
     with pytest.raises(ConfigError) as info:
         load_configuration(path, aws_loader=loader)
     assert (info.value.line, info.value.element) == (5, "connection[0].routes")
-    assert "169.254.141.36/30" in info.value.message
+    assert "link-local" in info.value.message
 
 
 def test_two_connections_on_one_aws_endpoint_are_refused(tmp_path: Path) -> None:
