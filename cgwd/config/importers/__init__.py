@@ -18,7 +18,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cgwd.config.aws import AwsVpnConnection, FormatName
-from cgwd.config.importers import customer_gateway_xml, generic
+from cgwd.config.importers import (
+    cisco_ios,
+    cli_json,
+    customer_gateway_xml,
+    generic,
+    openswan,
+    strongswan,
+)
 from cgwd.config.importers.text import decode
 from cgwd.config.importers.validate import (
     validate_connection,
@@ -47,6 +54,9 @@ MAX_FILE_BYTES = 1 << 20
 _TEXT_PARSERS: dict[FormatName, Callable[..., AwsVpnConnection]] = {
     "aws-generic-text": generic.parse,
     "aws-customer-gateway-xml": customer_gateway_xml.parse,
+    "aws-cisco-ios": cisco_ios.parse,
+    "aws-strongswan": strongswan.parse,
+    "aws-openswan": openswan.parse,
 }
 
 
@@ -94,8 +104,8 @@ def parse_aws_config(
     """
     decoded = decode(text, source=source)
     fmt = _detect(decoded, source)
-    if fmt not in _TEXT_PARSERS:
-        raise ConfigError(f"{fmt}: not supported yet", source=source)
+    if fmt == "aws-cli-json":
+        return cli_json.parse(decoded, source=source, connection_id=connection_id)
     conn = _TEXT_PARSERS[fmt](decoded, source=source)
     if connection_id is not None and conn.vpn_connection_id != connection_id:
         raise ConfigError(
