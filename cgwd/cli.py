@@ -26,6 +26,11 @@ class _Command(Protocol):
 COMMANDS: dict[str, tuple[str, str]] = {
     "import": ("cgwd.commands.import_cmd", "read an AWS VPN download and summarise it"),
     "check": ("cgwd.commands.check", "validate a configuration and print the plan"),
+    "status": ("cgwd.commands.status", "show the running daemon's tunnels, SAs and counters"),
+    "reload": ("cgwd.commands.reload", "make the running daemon apply its configuration again"),
+    "initiate": ("cgwd.commands.initiate", "bring a connection's tunnels up now"),
+    "terminate": ("cgwd.commands.terminate", "take a connection's tunnels down until initiate"),
+    "rekey": ("cgwd.commands.rekey", "rekey a connection's SAs now"),
 }
 
 
@@ -36,7 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cgwd {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (_module, help_text) in COMMANDS.items():
-        sub.add_parser(name, help=help_text, description=help_text)
+        # add_help=False: `cgwd CMD --help` must reach the command's own parser in main().
+        sub.add_parser(name, help=help_text, description=help_text, add_help=False)
     return parser
 
 
