@@ -120,18 +120,24 @@ class OutboundSa:
     the UDP header then. ``iv_source`` replaces the default CBC IV generator (see
     `cgwd.esp.transforms.CbcHmacTransform`). ``last_seq`` is the last sequence number
     already used (for tests and SA migration). The constructor raises ValueError for a bad
-    SPI, keymat length or option; nothing else raises except misuse of the ``*_into``
-    buffer contracts.
+    SPI, keymat length or option; nothing else raises except misuse of the ``*_in_place``
+    / ``*_into`` buffer contracts.
     """
 
     __slots__ = (
+        "_align",
+        "_extra_room",
         "_limit",
+        "_seal",
+        "_seal_in_place",
         "_seq",
         "_soft_limit",
-        "_trailers",
+        "_trailers4",
+        "_trailers6",
         "_transform",
         "counters",
         "esn",
+        "header_room",
         "needs_rekey",
         "spi",
         "suite",
@@ -156,7 +162,12 @@ class OutboundSa:
         self.esn = esn
         self.udp_encap = udp_encap
         self.counters = SaCounters()
-        self._transform = _make_transform(suite, keymat, spi, esn, iv_source)
+        transform = _make_transform(suite, keymat, spi, esn, iv_source)
+        self._transform = transform
+        self._seal = transform.seal
+        self._seal_in_place = transform.seal_in_place
+        self.header_room = transform.header_room
+        """Octets before the inner packet in an ESP packet (SPI, sequence number, IV)."""
         self._limit = SEQ_LIMIT_64 if esn else SEQ_LIMIT_32
         if not 0 <= last_seq <= self._limit:
             raise ValueError("last_seq out of range")
@@ -165,12 +176,12 @@ class OutboundSa:
         self._seq = last_seq
         self._soft_limit = self._limit - min(rekey_margin, self._limit // 2)
         self.needs_rekey = last_seq >= self._soft_limit
-        align = suite.pad_align
-        # trailers[next header][pad length]: padding 1, 2, 3, ..., pad length, next header
-        self._trailers = {
-            nh: tuple(_PADS[pad] + bytes((pad, nh)) for pad in range(align))
-            for nh in (NEXT_HEADER_IPV4, NEXT_HEADER_IPV6)
-        }
+        align = self._align = suite.pad_align
+        # trailers[pad length]: padding 1, 2, 3, ..., pad length, next header (RFC 4303 2.4)
+        self._trailers4 = tuple(_PADS[n] + bytes((n, NEXT_HEADER_IPV4)) for n in range(align))
+        self._trailers6 = tuple(_PADS[n] + bytes((n, NEXT_HEADER_IPV6)) for n in range(align))
+        # buffer_size(n) - n: header, worst-case trailer, and what the cipher writes past it
+        self._extra_room = self.header_room + align + 1 + transform.tail_room
 
     @property
     def last_seq(self) -> int:
@@ -182,55 +193,44 @@ class OutboundSa:
         """True when no sequence number is left: every packet is refused."""
         return self._seq >= self._limit
 
-    @property
-    def header_room(self) -> int:
-        """Octets before the inner packet in an ESP packet (SPI, sequence number, IV)."""
-        return self._transform.header_room
-
     def overhead(self, inner_len: int) -> int:
         """Octets ESP (and UDP, if ``udp_encap``) adds to an inner packet of that size,
         not counting the outer IP header. For MTU and MSS arithmetic."""
-        align = self.suite.pad_align
+        align = self._align
         padded = -(-(inner_len + 2) // align) * align
         return self.header_room + padded - inner_len + self.suite.icv_bytes + 8 * self.udp_encap
 
     def buffer_size(self, inner_len: int) -> int:
         """The smallest buffer `encapsulate_into` / `encapsulate_in_place` accept for an
         inner packet of ``inner_len`` octets (a little more than the packet itself)."""
-        return self.header_room + inner_len + self.suite.pad_align + 1 + self._transform.tail_room
+        return inner_len + self._extra_room
 
-    def _next(self, first_octet: int) -> tuple[int, int] | DropReason:
-        """(sequence number, next header) for the next packet, or why it is refused."""
-        version = first_octet >> 4
-        if version == 4:
-            nh = NEXT_HEADER_IPV4
-        elif version == 6:
-            nh = NEXT_HEADER_IPV6
-        else:
+    def _refuse(self, first_octet: int) -> DropReason | None:
+        """Why the next packet cannot be sent (counted), or None."""
+        if first_octet >> 4 not in (4, 6):
             return self.counters.drop(DropReason.BAD_INNER_PACKET)
-        seq = self._seq
-        if seq >= self._limit:
+        if self._seq >= self._limit:
             self.needs_rekey = True  # RFC 4303 3.3.3: never cycle; a new SA is needed
             return self.counters.drop(DropReason.SEQUENCE_EXHAUSTED)
-        seq += 1
-        self._seq = seq
-        if seq >= self._soft_limit:
-            self.needs_rekey = True
-        return seq, nh
+        return None
 
     def encapsulate(self, inner_ip_packet: bytes | bytearray | memoryview) -> bytes | None:
         """The ESP packet (SPI..ICV) carrying ``inner_ip_packet``; None (counted) if the
         inner packet is empty or not IPv4/IPv6, or if the sequence numbers are exhausted."""
         size = len(inner_ip_packet)
-        if size == 0:
+        if not size:
             self.counters.drop(DropReason.BAD_INNER_PACKET)
             return None
-        step = self._next(inner_ip_packet[0])
-        if isinstance(step, DropReason):
+        version = inner_ip_packet[0] >> 4
+        seq = self._seq + 1
+        if seq > self._limit or (version != 4 and version != 6):  # noqa: PLR1714
+            self._refuse(inner_ip_packet[0])
             return None
-        seq, nh = step
-        trailer = self._trailers[nh][-(size + 2) % self.suite.pad_align]
-        packet = self._transform.seal(seq, inner_ip_packet, trailer)
+        self._seq = seq
+        if seq >= self._soft_limit:
+            self.needs_rekey = True
+        trailers = self._trailers4 if version == 4 else self._trailers6
+        packet = self._seal(seq, inner_ip_packet, trailers[-(size + 2) % self._align])
         counters = self.counters
         counters.packets += 1
         counters.bytes += size
@@ -243,33 +243,38 @@ class OutboundSa:
         refused as in `encapsulate`. ``out`` must hold `buffer_size(len(inner))` octets
         (ValueError otherwise) and must not overlap ``inner_ip_packet``."""
         size = len(inner_ip_packet)
-        view = memoryview(out)
         room = self.header_room
-        if len(view) < self.buffer_size(size):
+        if len(out) < size + self._extra_room:
             raise ValueError(f"output buffer too small: need {self.buffer_size(size)} octets")
-        view[room : room + size] = inner_ip_packet
-        return self.encapsulate_in_place(view, size)
+        out[room : room + size] = inner_ip_packet
+        return self.encapsulate_in_place(out, size)
 
     def encapsulate_in_place(self, buf: bytearray | memoryview, inner_len: int) -> int:
         """Encapsulate the inner packet already at ``buf[header_room:][:inner_len]`` (e.g.
         read there straight from the TUN device) into ``buf[0:]``, without copying it.
         Returns the ESP packet length, or 0 (counted) when refused as in `encapsulate`.
         ``buf`` must hold `buffer_size(inner_len)` octets (ValueError otherwise)."""
-        view = memoryview(buf)
-        if len(view) < self.buffer_size(inner_len) or inner_len < 0:
+        if len(buf) < inner_len + self._extra_room or inner_len < 0:
             raise ValueError(f"buffer too small: need {self.buffer_size(inner_len)} octets")
-        if inner_len == 0:
+        if not inner_len:
             self.counters.drop(DropReason.BAD_INNER_PACKET)
             return 0
         room = self.header_room
-        step = self._next(view[room])
-        if isinstance(step, DropReason):
+        version = buf[room] >> 4
+        seq = self._seq + 1
+        if seq > self._limit or (version != 4 and version != 6):  # noqa: PLR1714
+            self._refuse(buf[room])
             return 0
-        seq, nh = step
-        trailer = self._trailers[nh][-(inner_len + 2) % self.suite.pad_align]
+        self._seq = seq
+        if seq >= self._soft_limit:
+            self.needs_rekey = True
+        trailer = (self._trailers4 if version == 4 else self._trailers6)[
+            -(inner_len + 2) % self._align
+        ]
         end = room + inner_len
-        view[end : end + len(trailer)] = trailer
-        length = self._transform.seal_in_place(view, seq, inner_len + len(trailer))
+        payload_len = inner_len + len(trailer)
+        buf[end : room + payload_len] = trailer
+        length = self._seal_in_place(buf, seq, payload_len)
         counters = self.counters
         counters.packets += 1
         counters.bytes += inner_len
@@ -286,7 +291,19 @@ class InboundSa:
     `decapsulate` and `decapsulate_into` never raise for any packet content.
     """
 
-    __slots__ = ("_min_len", "_transform", "counters", "esn", "spi", "suite", "window")
+    __slots__ = (
+        "_body_align",
+        "_fixed_len",
+        "_min_body",
+        "_open",
+        "_open_into",
+        "_transform",
+        "counters",
+        "esn",
+        "spi",
+        "suite",
+        "window",
+    )
 
     def __init__(
         self,
@@ -303,49 +320,58 @@ class InboundSa:
         self.esn = esn
         self.counters = SaCounters()
         self.window = ReplayWindow(replay_window, esn=esn)
-        self._transform = _make_transform(suite, keymat, spi, esn, None)
-        self._min_len = self._transform.min_length()
+        transform = _make_transform(suite, keymat, spi, esn, None)
+        self._transform = transform
+        self._open = transform.open
+        self._open_into = transform.open_into
+        # valid lengths: header + IV + ICV + a positive multiple of the alignment
+        # (4 octets for GCM, RFC 4303 2.4; the AES block for CBC, RFC 3602 2.4)
+        self._fixed_len = transform.header_room + suite.icv_bytes
+        self._body_align = suite.pad_align
+        self._min_body = suite.pad_align
 
-    def _authenticate(self, view: memoryview) -> int | DropReason:
-        """Checks up to the ICV; returns the full sequence number of an authentic packet."""
-        transform = self._transform
-        if not transform.length_ok(len(view)):
+    def _sequence(self, packet: bytes | bytearray | memoryview) -> int | DropReason:
+        """Checks up to the ICV: length, SPI, anti-replay. Returns the full sequence
+        number (ESN high half inferred) of a packet worth authenticating."""
+        body = len(packet) - self._fixed_len
+        if body < self._min_body or body % self._body_align:
             return self.counters.drop(DropReason.MALFORMED)
-        spi, seq_low = _SPI_SEQ.unpack_from(view)
+        spi, seq_low = _SPI_SEQ.unpack_from(packet)
         if spi != self.spi:
             return self.counters.drop(DropReason.UNKNOWN_SPI)
         window = self.window
-        seq = window.estimate(seq_low)
-        if not window.check(seq):
+        seq: int = window.estimate(seq_low) if self.esn else seq_low
+        # in-order arrival (the usual case) needs no bitmap lookup
+        if seq <= window.top and not window.check(seq):
             return self.counters.drop(DropReason.REPLAY)
         return seq
 
-    def _inner_length(self, plain: bytes | memoryview, size: int) -> int | DropReason:
+    def _inner_length(self, plain: bytes | bytearray | memoryview, size: int) -> int | DropReason:
         """Checks trailer and inner header of a decrypted payload of ``size`` octets and
         returns the inner packet's length (RFC 4303 2.4, 2.6; trailing TFC padding, RFC
         4303 2.7, is cut off by trusting the inner IP length)."""
-        counters = self.counters
         pad = plain[size - 2]
         nh = plain[size - 1]
         end = size - 2 - pad
         if end < 0 or (pad and plain[end : size - 2] != _PADS[pad]):
-            return counters.drop(DropReason.BAD_PADDING)
+            return self.counters.drop(DropReason.BAD_PADDING)
         if nh == NEXT_HEADER_IPV4:
             if end < 20 or plain[0] >> 4 != 4:
-                return counters.drop(DropReason.BAD_INNER_PACKET)
+                return self.counters.drop(DropReason.BAD_INNER_PACKET)
             length = (plain[2] << 8) | plain[3]
             if not 20 <= length <= end:
-                return counters.drop(DropReason.BAD_INNER_PACKET)
+                return self.counters.drop(DropReason.BAD_INNER_PACKET)
         elif nh == NEXT_HEADER_IPV6:
             if end < 40 or plain[0] >> 4 != 6:
-                return counters.drop(DropReason.BAD_INNER_PACKET)
+                return self.counters.drop(DropReason.BAD_INNER_PACKET)
             length = 40 + ((plain[4] << 8) | plain[5])
             if length > end:
-                return counters.drop(DropReason.BAD_INNER_PACKET)
+                return self.counters.drop(DropReason.BAD_INNER_PACKET)
         elif nh == NEXT_HEADER_NONE:
-            return counters.drop(DropReason.DUMMY_PACKET)
+            return self.counters.drop(DropReason.DUMMY_PACKET)
         else:
-            return counters.drop(DropReason.BAD_NEXT_HEADER)
+            return self.counters.drop(DropReason.BAD_NEXT_HEADER)
+        counters = self.counters
         counters.packets += 1
         counters.bytes += length
         return length
@@ -353,11 +379,10 @@ class InboundSa:
     def decapsulate(self, esp_packet: bytes | bytearray | memoryview) -> bytes | DropReason:
         """The inner IP packet, or why the packet was dropped (counted). Never raises."""
         try:
-            view = memoryview(esp_packet)
-            seq = self._authenticate(view)
+            seq = self._sequence(esp_packet)
             if isinstance(seq, DropReason):
                 return seq
-            plain = self._transform.open(view, seq)
+            plain = self._open(esp_packet, seq)
             if plain is None:
                 return self.counters.drop(DropReason.AUTH_FAILED)
             self.window.update(seq)  # only now: forged packets never move the window
@@ -375,18 +400,16 @@ class InboundSa:
         length. ``out`` must hold at least len(esp_packet) octets, else the packet is
         dropped as MALFORMED. Never raises."""
         try:
-            view = memoryview(esp_packet)
-            target = memoryview(out)
-            if len(target) < len(view):
+            if len(out) < len(esp_packet):
                 return self.counters.drop(DropReason.MALFORMED)
-            seq = self._authenticate(view)
+            seq = self._sequence(esp_packet)
             if isinstance(seq, DropReason):
                 return seq
-            size = self._transform.open_into(view, seq, target)
+            size = self._open_into(esp_packet, seq, out)
             if size < 0:
                 return self.counters.drop(DropReason.AUTH_FAILED)
             self.window.update(seq)
-            return self._inner_length(target, size)
+            return self._inner_length(out, size)
         except Exception:
             return self.counters.drop(DropReason.INTERNAL_ERROR)
 

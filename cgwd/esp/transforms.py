@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from cgwd.esp.suites import GCM_SALT_BYTES, EspSuite
 
+Buffer = bytes | bytearray | memoryview
 IvSource = Callable[[int], bytes]
 """Maps a sequence number to a 16-byte CBC IV; must be unpredictable (RFC 3602 3)."""
 
@@ -87,39 +88,44 @@ class GcmTransform:
             return _SPI_SEQ_ESN.pack(self._spi, seq >> 32, seq & _LOW32)
         return _SPI_SEQ.pack(self._spi, seq)
 
-    def seal(self, seq: int, inner: bytes | bytearray | memoryview, trailer: bytes) -> bytes:
+    def seal(self, seq: int, inner: Buffer, trailer: bytes) -> bytes:
         header = _SPI_SEQ_IV64.pack(self._spi, seq & _LOW32, seq)
-        nonce = self._salt + header[_ESP_HEADER:]
         aad = self._aad(seq) if self._esn else header[:_ESP_HEADER]
-        return header + self._aead.encrypt(nonce, bytes(inner) + trailer, aad)
+        return header + self._aead.encrypt(
+            self._salt + header[_ESP_HEADER:], b"".join((inner, trailer)), aad
+        )
 
-    def seal_in_place(self, buf: memoryview, seq: int, payload_len: int) -> int:
+    def seal_in_place(self, buf: bytearray | memoryview, seq: int, payload_len: int) -> int:
         """Payload (inner + trailer) is at buf[header_room:][:payload_len]; writes the whole
         ESP packet from buf[0] and returns its length."""
-        _SPI_SEQ_IV64.pack_into(buf, 0, self._spi, seq & _LOW32, seq)
-        nonce = self._salt + seq.to_bytes(8, "big")
-        end = self.header_room + payload_len
+        view = memoryview(buf)
+        _SPI_SEQ_IV64.pack_into(view, 0, self._spi, seq & _LOW32, seq)
+        start = self.header_room
+        end = start + payload_len
         self._aead.encrypt_into(
-            nonce, buf[self.header_room : end], self._aad(seq), buf[self.header_room : end + 16]
+            self._salt + view[_ESP_HEADER:start],
+            view[start:end],
+            self._aad(seq),
+            view[start : end + 16],
         )
         return end + 16
 
-    def open(self, packet: memoryview, seq: int) -> bytes | None:
+    def open(self, packet: Buffer, seq: int) -> bytes | None:
         """The plaintext (payload + trailer), or None if the tag does not verify."""
-        nonce = self._salt + packet[_ESP_HEADER : self.header_room]
         aad = self._aad(seq) if self._esn else packet[:_ESP_HEADER]
         try:
-            return self._aead.decrypt(nonce, packet[self.header_room :], aad)
+            return self._aead.decrypt(self._salt + packet[_ESP_HEADER:16], packet[16:], aad)
         except InvalidTag:
             return None
 
-    def open_into(self, packet: memoryview, seq: int, out: memoryview) -> int:
+    def open_into(self, packet: Buffer, seq: int, out: bytearray | memoryview) -> int:
         """Writes the plaintext to out[0:]; returns its length, or -1 on a bad tag."""
-        nonce = self._salt + packet[_ESP_HEADER : self.header_room]
         aad = self._aad(seq) if self._esn else packet[:_ESP_HEADER]
-        size = len(packet) - self.header_room - 16
+        size = len(packet) - 32
         try:
-            return self._aead.decrypt_into(nonce, packet[self.header_room :], aad, out[:size])
+            return self._aead.decrypt_into(
+                self._salt + packet[_ESP_HEADER:16], packet[16:], aad, memoryview(out)[:size]
+            )
         except InvalidTag:
             return -1
 
@@ -214,21 +220,23 @@ class CbcHmacTransform:
             target = int.from_bytes(self._ecb_decryptor.update(iv), "big")
         return (target ^ self._chain).to_bytes(_AES_BLOCK, "big")
 
-    def icv(self, data: bytes | memoryview, seq: int) -> bytes:
+    def icv(self, data: Buffer, seq: int) -> bytes:
+        """The (truncated) ICV over ``data``, with the ESN high half appended if used."""
         mac = self._mac.copy()
         mac.update(data)
         if self._esn:
             mac.update(_HIGH32.pack(seq >> 32))
         return mac.finalize()[: self.icv_bytes]
 
-    def seal(self, seq: int, inner: bytes | bytearray | memoryview, trailer: bytes) -> bytes:
-        ciphertext = self._encryptor.update(self._first_block(seq) + inner + trailer)
+    def seal(self, seq: int, inner: Buffer, trailer: bytes) -> bytes:
+        ciphertext = self._encryptor.update(b"".join((self._first_block(seq), inner, trailer)))
         self._chain = int.from_bytes(ciphertext[-_AES_BLOCK:], "big")
         body = _SPI_SEQ.pack(self._spi, seq & _LOW32) + ciphertext
         return body + self.icv(body, seq)
 
-    def seal_in_place(self, buf: memoryview, seq: int, payload_len: int) -> int:
+    def seal_in_place(self, buf: bytearray | memoryview, seq: int, payload_len: int) -> int:
         """Payload is at buf[header_room:][:payload_len]; needs tail_room spare octets."""
+        buf = memoryview(buf)
         _SPI_SEQ.pack_into(buf, 0, self._spi, seq & _LOW32)
         buf[_ESP_HEADER : self.header_room] = self._first_block(seq)
         end = self.header_room + payload_len
@@ -237,21 +245,22 @@ class CbcHmacTransform:
         buf[end : end + self.icv_bytes] = self.icv(buf[:end], seq)
         return end + self.icv_bytes
 
-    def _verify(self, packet: memoryview, seq: int) -> bool:
+    def _verify(self, packet: Buffer, seq: int) -> bool:
         body = len(packet) - self.icv_bytes
         # constant-time comparison of the truncated ICV (RFC 4303 3.4.4.1)
         return hmac.compare_digest(self.icv(packet[:body], seq), packet[body:])
 
-    def open(self, packet: memoryview, seq: int) -> bytes | None:
+    def open(self, packet: Buffer, seq: int) -> bytes | None:
         if not self._verify(packet, seq):
             return None
         decryptor = self._decryptor
         decryptor.update(packet[_ESP_HEADER : self.header_room])  # sets the chain to the IV
         return decryptor.update(packet[self.header_room : len(packet) - self.icv_bytes])
 
-    def open_into(self, packet: memoryview, seq: int, out: memoryview) -> int:
+    def open_into(self, packet: Buffer, seq: int, out: bytearray | memoryview) -> int:
         if not self._verify(packet, seq):
             return -1
+        out = memoryview(out)
         decryptor = self._decryptor
         decryptor.update(packet[_ESP_HEADER : self.header_room])
         size = len(packet) - self.header_room - self.icv_bytes

@@ -132,3 +132,23 @@ def test_scapy_rejects_tampered_cgwd_packet(suite: EspSuite) -> None:
     wire.proto = 50
     with pytest.raises(IPSecIntegrityError):
         _scapy_sa(suite, False).decrypt(IP(bytes(wire)))
+
+
+@pytest.mark.parametrize("suite", [s for s in ALL_SUITES if not s.aead], ids=lambda s: s.name)
+def test_cbc_chain_state_across_many_packets(suite: EspSuite) -> None:
+    """cgwd keeps one CBC context per SA; scapy (a fresh context per packet) must decrypt
+    every packet of a long run of mixed sizes, through both outbound paths."""
+    outbound = OutboundSa(SPI, suite, Secret(_keymat(suite)))
+    scapy_sa = _scapy_sa(suite, False)
+    for index in range(40):
+        family, size = CASES[index % len(CASES)]
+        inner = _inner(family, size + index)
+        if index % 2:
+            packet = outbound.encapsulate(inner)
+        else:
+            buf = bytearray(outbound.buffer_size(len(inner)))
+            packet = bytes(buf[: outbound.encapsulate_into(buf, inner)])
+        assert packet
+        wire = OUTER.copy() / Raw(packet)
+        wire.proto = 50
+        assert bytes(scapy_sa.decrypt(IP(bytes(wire)))) == inner, index
