@@ -165,6 +165,15 @@ def _rekey_text(label: str, plan: RekeyPlan) -> str:
     ) + _row("", f"({plan.reason})")
 
 
+def _ikev1_lines(t: TunnelPlan) -> list[str]:
+    # One line per cipher/hash pair with its DH groups: 26 transforms stay readable.
+    groups: dict[str, list[str]] = {}
+    for transform in t.proposals.ikev1:
+        cipher, hash_, group = transform.strongswan().split("-", 2)
+        groups.setdefault(f"{cipher}-{hash_}", []).append(group)
+    return [f"{pair}-{{{','.join(dh)}}}" for pair, dh in groups.items()]
+
+
 def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
     """The human-readable plan printed by `cgwd check`."""
     out = [f"{loaded.config.source}: OK, {len(loaded.connections)} connection(s)\n"]
@@ -201,8 +210,13 @@ def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
             out.append(_row("replay window", str(t.replay_window)))
             out.append(_row("NAT traversal", t.nat_traversal))
             out.append(_row("proposals", t.proposals.origin))
-            label = "IKE proposals" if t.ike_version == "ikev2" else "IKEv1 transforms"
-            for i, text in enumerate(t.proposals.ike_strongswan().split(",")):
+            if t.ike_version == "ikev2":
+                ike_lines = t.proposals.ike_strongswan().split(",")
+                label = "IKE proposals"
+            else:
+                ike_lines = _ikev1_lines(t)
+                label = f"IKEv1 ({len(t.proposals.ikev1)})"
+            for i, text in enumerate(ike_lines):
                 out.append(_row(label if i == 0 else "", text))
             for i, text in enumerate(t.proposals.esp_strongswan().split(",")):
                 out.append(_row("ESP proposals" if i == 0 else "", text))

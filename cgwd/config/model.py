@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from cgwd.config.importers.validate import psk_problem  # AWS's PSK rule, in one place
 from cgwd.secret import Secret
 
 # AWS tunnel-option ranges (aws-behaviour.md §4, EC2 API VpnTunnelOptionsSpecification).
@@ -53,8 +54,6 @@ CONNECTION_NAME_MAX = IFNAMSIZ - 1 - INTERFACE_SUFFIX_LEN
 _CONNECTION_NAME = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 # What `ip link` accepts (net/core/dev.c dev_valid_name), narrowed to a portable set.
 _INTERFACE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$")
-# aws-config-formats.md §8: 8-64 of [A-Za-z0-9._], not starting with "0".
-_AWS_PSK = re.compile(r"^[A-Za-z1-9._][A-Za-z0-9._]{7,63}$")
 
 Dataplane = Literal["auto", "kernel", "userspace"]
 KeyPath = tuple[str | int, ...]
@@ -126,24 +125,10 @@ def _secret_psk(value: object) -> Secret:
         return value
     if not isinstance(value, str):
         raise ValueError(f"must be a string, not {_toml_type(value)}")
-    if not _AWS_PSK.match(value):
-        raise ValueError(psk_problem(value))
+    problem = psk_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return Secret(value)
-
-
-def psk_problem(value: str) -> str:
-    """Why AWS would reject this PSK, without revealing it."""
-    if not 8 <= len(value) <= 64:
-        return f"a pre-shared key must be 8-64 characters long (this one has {len(value)})"
-    if value.startswith("0"):
-        return "a pre-shared key must not start with '0' (AWS rule)"
-    for position, char in enumerate(value, 1):
-        if not (char.isascii() and (char.isalnum() or char in "._")):
-            return (
-                f"a pre-shared key may hold only letters, digits, '.' and '_' "
-                f"(character {position} is not one)"
-            )
-    return "not a valid AWS pre-shared key"
 
 
 def _toml_type(value: object) -> str:

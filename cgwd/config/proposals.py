@@ -382,6 +382,19 @@ def proposals_for(
     return ProposalSet("ikev1", (), transforms, esp, origin, tuple(warnings))
 
 
+def quick_mode_pfs_group(proposals: ProposalSet, phase1_group: int | None) -> int:
+    """The one PFS group of an IKEv1 Quick Mode offer.
+
+    Quick Mode carries a single KE payload, so every transform must use one group (RFC 2409
+    §5.5). The group phase 1 negotiated is known to satisfy AWS when phase 2 allows it too;
+    otherwise the strongest phase 2 group offered.
+    """
+    offered = proposals.esp[0].dh_groups
+    if phase1_group is not None and phase1_group in offered:
+        return phase1_group
+    return offered[0]
+
+
 def _split_aead(
     encryption: tuple[str, ...], integrity: tuple[str, ...], dh_groups: tuple[int, ...]
 ) -> tuple[EspProposal, ...]:

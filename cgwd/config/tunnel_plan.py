@@ -283,7 +283,7 @@ def _ike_version(conn: ConnectionConfig, tunnel: AwsTunnel) -> tuple[IkeVersion,
     if tunnel.ike_versions_allowed:
         version = "ikev2" if "ikev2" in tunnel.ike_versions_allowed else "ikev1"
         return version, "the file's TunnelOptions.IkeVersions"
-    return "ikev2", "default (the file does not say; AWS recommends IKEv2)"
+    return "ikev2", "default: the file does not say, and AWS recommends IKEv2"
 
 
 def _pick(config: int | None, file: int | None, default: int, label: str) -> tuple[int, str]:
@@ -351,8 +351,8 @@ def plan_connection(
             if tunnel.vpn_gateway_outside_ip in route:
                 warnings.append(
                     f"route {route} covers AWS endpoint {tunnel.vpn_gateway_outside_ip}: "
-                    "cgwd keeps a host route to it via the current gateway so that IKE and "
-                    "ESP do not loop into the tunnel"
+                    "keep a more specific route (or a lower metric) to it via your internet "
+                    "gateway, or IKE and ESP would loop into the tunnel"
                 )
     if aws.routing == "bgp" and conn.routes:
         warnings.append(

@@ -18,7 +18,7 @@ from cgwd.config.load import (
     load_configuration,
     parse_config_text,
 )
-from cgwd.config.model import CgwdConfig
+from cgwd.config.model import CgwdConfig, ConnectionConfig, DaemonConfig
 from cgwd.config.toml_lines import KeyLines
 from cgwd.errors import ConfigError
 
@@ -250,7 +250,7 @@ def test_relative_control_socket_and_aws_config_follow_the_config_file() -> None
             MINIMAL + 'pre_shared_keys = ["0' + PSK2[1:] + '", "' + PSK2 + '"]\n',
             4,
             "connection[0].pre_shared_keys[0]",
-            "start with '0'",
+            "start with 0",
         ),
     ],
 )
@@ -515,3 +515,11 @@ def test_example_configuration_is_valid_and_plans(tmp_path: Path) -> None:
     assert plan.aws.vpn_connection_id == "vpn-027ce4abbdce5c106"
     assert plan.config.aws_config == tmp_path / "aws" / sample.name
     assert [str(t.remote_address) for t in plan.tunnels] == ["203.0.113.66", "203.0.113.189"]
+
+
+def test_every_key_is_documented_in_the_reference() -> None:
+    reference = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
+    for model in (DaemonConfig, ConnectionConfig):
+        for name, field in model.model_fields.items():
+            assert f"`{name}`" in reference, f"{name} is not in docs/configuration.md"
+            assert field.description, f"{model.__name__}.{name} has no attribute docstring"

@@ -29,6 +29,7 @@ from cgwd.config.proposals import (
     esp_suite_name,
     parse_esp_suite_name,
     proposals_for,
+    quick_mode_pfs_group,
 )
 
 T = tunnel(1, "203.0.113.66", "169.254.141.36/30")
@@ -208,3 +209,12 @@ def test_esp_suite_names_round_trip(aws: tuple[str, str | None], name: str) -> N
 def test_unknown_esp_suite_names(name: str) -> None:
     with pytest.raises(ProposalError):
         parse_esp_suite_name(name)
+
+
+def test_ikev1_quick_mode_uses_one_pfs_group() -> None:
+    ps = proposals_for(T, "ikev1")
+    assert quick_mode_pfs_group(ps, 14) == 14
+    assert quick_mode_pfs_group(ps, None) == 21
+    only_14 = replace(phase(life=3600), dh_groups_allowed=(14, 5), dh_group=14)
+    ps = proposals_for(restricted(T, p2=only_14), "ikev1", fmt="aws-cli-json")
+    assert quick_mode_pfs_group(ps, 20) == 14
