@@ -96,6 +96,12 @@ class CharonSettings:
     retransmit_base: float = 1.8
     retransmit_jitter: int = 0  # percent
     install_routes: bool = False  # route-based: the caller routes into ipsec0 itself
+    # kernel-libipsec ignores install_routes: for every outbound policy it routes the
+    # remote selector into ipsec0 (a 0/0 default route for AWS-style tunnels) in this table,
+    # with a policy rule at this priority. 32768 puts that table after "main", so the
+    # namespace's own routes decide and the plugin's default route is never used.
+    routing_table: int = 220
+    routing_table_prio: int = 32768
     make_before_break: bool = True
     threads: int = 16  # charon parks ~9 threads in long-running jobs (libipsec, vici, ...)
     # Extra ``charon { ... }`` lines, already formatted one setting per line.
@@ -111,6 +117,8 @@ charon {{
     load = {" ".join(settings.plugins)}
     install_routes = {_yes_no(settings.install_routes)}
     install_virtual_ip = no
+    routing_table = {settings.routing_table}
+    routing_table_prio = {settings.routing_table_prio}
     make_before_break = {_yes_no(settings.make_before_break)}
     retransmit_timeout = {settings.retransmit_timeout}
     retransmit_tries = {settings.retransmit_tries}

@@ -1,0 +1,341 @@
+"""The emulated AWS side (cgwd.lab) against a strongSwan customer gateway.
+
+A charon configured by these tests, independently of cgwd and of the lab's own config
+generator, plays the customer gateway in the lab's ``cgw`` namespace. One lab serves the
+module; the NAT and failure cases build their own small labs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+
+import pytest
+from conftest import require_strongswan
+
+from cgwd.config.aws import AwsTunnel, AwsVpnConnection, DeadPeerDetection, PhaseSettings
+from cgwd.errors import CgwdError, ConfigError
+from cgwd.lab.aws_profile import EndpointPolicy
+from cgwd.lab.aws_side import AwsLab, LabOptions
+from cgwd.lab.strongswan import Charon, CharonSettings, wait_until
+from cgwd.secret import Secret
+
+pytestmark = [pytest.mark.netns, pytest.mark.strongswan, pytest.mark.slow]
+
+# The XML sample's values (shared/samples/README.md), typed in by hand.
+PSK1 = "so8YWGtQV.E_tNEaXSXiuNPvU0ASD036"
+PSK2 = "fUhROC_FADOtJ.oKX1JXOTtzxV5R7g8b"
+CGW_IP = IPv4Address("192.0.2.117")
+AWS_IP = {1: IPv4Address("198.51.100.205"), 2: IPv4Address("198.51.100.38")}
+AWS_INSIDE = {1: "169.254.212.85", 2: "169.254.57.241"}
+CGW_INSIDE = {1: "169.254.212.86", 2: "169.254.57.242"}
+PSK = {1: PSK1, 2: PSK2}
+
+
+def sample_connection() -> AwsVpnConnection:
+    def tunnel(index: int, cidr: str) -> AwsTunnel:
+        net = IPv4Network(cidr)
+        return AwsTunnel(
+            index=index,
+            customer_gateway_outside_ip=CGW_IP,
+            vpn_gateway_outside_ip=AWS_IP[index],
+            customer_gateway_inside_ip=net.network_address + 2,
+            vpn_gateway_inside_ip=net.network_address + 1,
+            inside_cidr=net,
+            pre_shared_key=Secret(PSK[index]),
+            ike_version=None,
+            phase1=PhaseSettings("AES128", "SHA1", 2, 28800),
+            phase2=PhaseSettings("AES128", "SHA1", 2, 3600),
+            dpd=DeadPeerDetection(interval_seconds=10, retries=3),
+        )
+
+    return AwsVpnConnection(
+        format="aws-customer-gateway-xml",
+        vpn_connection_id="vpn-0f5b2f2f59f927ac6",
+        vpn_gateway_id="vgw-054fabef64955d4f5",
+        customer_gateway_id="cgw-0731d3a014b4c4442",
+        routing="static",
+        tunnels=(tunnel(1, "169.254.212.84/30"), tunnel(2, "169.254.57.240/30")),
+    )
+
+
+# Strongest first, as a customer gateway should offer (and not AWS's pick).
+CGW_IKE = "aes256gcm16-prfsha384-ecp384,aes256-sha256-modp2048,aes128-sha1-modp1024"
+CGW_ESP = "aes256gcm16-ecp384,aes256-sha256-modp2048,aes128-sha1-modp1024"
+
+
+def cgw_swanctl(lab: AwsLab, version: int, tunnels: tuple[int, ...] = (1, 2)) -> str:
+    """The customer gateway's swanctl.conf, written out by hand (not by cgwd.lab)."""
+    conns, secrets = [], []
+    for i in tunnels:
+        conns.append(f"""    t{i} {{
+        version = {version}
+        local_addrs = {lab.cgw_local_ip}
+        remote_addrs = {AWS_IP[i]}
+        proposals = {CGW_IKE if version == 2 else "aes256-sha256-modp2048,aes128-sha1-modp1024"}
+        dpd_delay = 2s
+        dpd_timeout = 4s
+        local {{
+            auth = psk
+            id = {CGW_IP}
+        }}
+        remote {{
+            auth = psk
+            id = {AWS_IP[i]}
+        }}
+        children {{
+            t{i} {{
+                local_ts = 0.0.0.0/0
+                remote_ts = 0.0.0.0/0
+                esp_proposals = {CGW_ESP}
+                dpd_action = clear
+            }}
+        }}
+    }}""")
+        secrets.append(f"""    ike-{i} {{
+        id-1 = {CGW_IP}
+        id-2 = {AWS_IP[i]}
+        secret = {PSK[i]}
+    }}""")
+    return "connections {\n" + "\n".join(conns) + "\n}\nsecrets {\n" + "\n".join(secrets) + "\n}\n"
+
+
+def start_cgw(
+    lab: AwsLab, workdir: Path, version: int, tunnels: tuple[int, ...] = (1, 2)
+) -> Charon:
+    cgw = lab.ns["cgw"]
+    charon = Charon(
+        cgw,
+        workdir,
+        name=f"cgw-v{version}",
+        settings=CharonSettings(retransmit_timeout=1.0, retransmit_tries=2, retransmit_base=1.0),
+        swanctl_conf=cgw_swanctl(lab, version, tunnels),
+    )
+    charon.start()
+    # Route-based, as cgwd does it: inside addresses on the tunnel device, VPC routed in.
+    for i in tunnels:
+        cgw.ip("addr", "add", f"{CGW_INSIDE[i]}/30", "dev", "ipsec0")
+    cgw.ip("route", "add", str(lab.options.vpc_cidr), "dev", "ipsec0")
+    return charon
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[AwsLab]:
+    require_strongswan()
+    with AwsLab(sample_connection(), LabOptions.for_tests()) as built:
+        yield built
+
+
+@pytest.fixture
+def cgw_dir(lab: AwsLab) -> Path:
+    # Short path: the vici socket path must fit in sun_path.
+    return lab.workdir / f"cgw{os.urandom(2).hex()}"
+
+
+def packets_in(lab: AwsLab, index: int) -> int:
+    child = lab.tunnel_child(index)
+    return child.packets_in if child else -1
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_each_tunnel_carries_traffic(lab: AwsLab, cgw_dir: Path, version: int) -> None:
+    cgw = start_cgw(lab, cgw_dir, version)
+    try:
+        for i in (1, 2):
+            other = 3 - i
+            assert cgw.initiate(f"t{i}")
+            child = lab.wait_tunnel_up(i)
+            assert lab.tunnel_child(other) is None
+            ike = next(sa for sa in lab.list_sas(i) if sa.established)
+            assert ike.version == version
+            assert ike.remote_host == str(CGW_IP) and ike.local_host == str(AWS_IP[i])
+            # The lab's endpoint picks the lowest suite the customer gateway offers, as AWS.
+            assert (ike.encr_alg, ike.encr_keysize, ike.integ_alg) == (
+                "AES_CBC",
+                128,
+                "HMAC_SHA1_96",
+            )
+            assert ike.dh_group == "MODP_1024"
+            assert child.encr_alg == "AES_CBC" and child.integ_alg == "HMAC_SHA1_96"
+            assert child.local_ts == ("0.0.0.0/0",) and child.remote_ts == ("0.0.0.0/0",)
+            assert child.raw.get("replay-window") in (None, "1024")  # not printed by 5.9.8
+            lab.wait_return_path(i, up=True)
+            assert not lab.return_path_up(other)
+
+            before = packets_in(lab, i)
+            assert lab.ping("lan", lab.vpc_host_ip, count=3)
+            assert lab.ping("cgw", AWS_INSIDE[i], source=CGW_INSIDE[i])
+            assert packets_in(lab, i) >= before + 5
+            assert lab.ping("vpc", lab.options.lan_host.ip)
+
+            cgw.terminate(ike=f"t{i}")
+            lab.wait_tunnel_down(i, timeout=10)
+            lab.wait_return_path(i, up=False)
+            assert not lab.ping("lan", lab.vpc_host_ip, count=1)
+    finally:
+        cgw.stop()
+
+
+def test_restricted_endpoint_negotiates_its_suite(lab: AwsLab, cgw_dir: Path) -> None:
+    lab.reconfigure(
+        1,
+        EndpointPolicy(
+            dpd_delay=2,
+            ike_proposals="aes256gcm16-prfsha384-ecp384",
+            esp_proposals="aes256gcm16-ecp384",
+        ),
+    )
+    cgw = start_cgw(lab, cgw_dir, 2, tunnels=(1,))
+    try:
+        assert cgw.initiate("t1")
+        child = lab.wait_tunnel_up(1)
+        ike = next(sa for sa in lab.list_sas(1) if sa.established)
+        assert (ike.encr_alg, ike.encr_keysize, ike.prf_alg) == (
+            "AES_GCM_16",
+            256,
+            "PRF_HMAC_SHA2_384",
+        )
+        assert ike.dh_group == "ECP_384"
+        assert (child.encr_alg, child.encr_keysize) == ("AES_GCM_16", 256)
+        assert lab.ping("lan", lab.vpc_host_ip)
+    finally:
+        cgw.stop()
+        lab.reconfigure(1, lab.options.policy(1))
+        lab.wait_tunnel_down(1, timeout=10)
+
+
+def test_endpoint_restart_and_dpd(lab: AwsLab, cgw_dir: Path) -> None:
+    cgw = start_cgw(lab, cgw_dir, 2, tunnels=(1,))
+    try:
+        assert cgw.initiate("t1")
+        lab.wait_tunnel_up(1)
+        # A graceful restart sends DELETE: the customer gateway's SA goes at once.
+        lab.restart_endpoint(1)
+        cgw.wait_child_down("t1", timeout=5)
+        assert not lab.return_path_up(1)
+        assert cgw.initiate("t1")
+        lab.wait_tunnel_up(1)
+        assert lab.ping("lan", lab.vpc_host_ip)
+        # A crash sends nothing: only the customer gateway's DPD notices.
+        lab.kill_endpoint(1)
+        assert not lab.return_path_up(1)
+        cgw.wait_child_down("t1", timeout=15)
+        lab.start_endpoint(1)
+        assert cgw.initiate("t1")
+        lab.wait_tunnel_up(1)
+        # The other way round: the customer gateway vanishes, the endpoint's DPD clears.
+        cgw.kill()
+        lab.wait_tunnel_down(1, timeout=lab.options.dpd_delay + lab.options.liveness_timeout + 5)
+        lab.wait_return_path(1, up=False)
+        assert "DPD" in lab.log(1) or "retransmit" in lab.log(1)
+    finally:
+        cgw.stop()
+
+
+def test_cut_tunnel1_moves_traffic_to_tunnel2(lab: AwsLab, cgw_dir: Path) -> None:
+    cgw = start_cgw(lab, cgw_dir, 2)
+    try:
+        assert cgw.initiate("t1") and cgw.initiate("t2")
+        lab.wait_tunnel_up(1)
+        lab.wait_tunnel_up(2)
+        assert lab.ping("lan", lab.vpc_host_ip)
+        lab.cut(1)
+        assert lab.is_cut(1) and not lab.is_cut(2)
+        dead_after = lab.options.dpd_delay + lab.options.liveness_timeout + 5
+        lab.wait_tunnel_down(1, timeout=dead_after)
+        lab.wait_return_path(1, up=False)
+        cgw.wait_child_down("t1", timeout=dead_after)
+        before = packets_in(lab, 2)
+        assert lab.ping("lan", lab.vpc_host_ip, count=3)
+        assert packets_in(lab, 2) >= before + 3
+        assert lab.tunnel_child(2) is not None
+        lab.restore(1)
+        assert not lab.is_cut(1)
+        assert cgw.initiate("t1")
+        lab.wait_tunnel_up(1)
+        lab.wait_return_path(1, up=True)
+        assert lab.ping("lan", lab.vpc_host_ip)
+    finally:
+        lab.restore(1)
+        cgw.stop()
+
+
+def _charons_using(workdir: Path) -> list[str]:
+    """Running charons whose configuration lives under ``workdir``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if os.readlink(proc / "exe") != "/usr/lib/ipsec/charon":
+                continue
+            if str(workdir).encode() in (proc / "environ").read_bytes():
+                found.append(f"charon pid {proc.name}")
+        except OSError:
+            continue
+    return found
+
+
+def _leftovers(prefix: str, pids: list[int], workdir: Path) -> list[str]:
+    found = _charons_using(workdir)
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
+    found += [n for n in names.stdout.split() if n.startswith(prefix + "-")]
+    found += [f"pid {p}" for p in pids if Path(f"/proc/{p}").exists()]
+    mounts = Path("/proc/self/mountinfo").read_text()
+    found += [line for line in mounts.splitlines() if f"/run/netns/{prefix}-" in line]
+    return found
+
+
+def test_nat_and_teardown(tmp_path: Path) -> None:
+    require_strongswan()
+    lab = AwsLab(sample_connection(), LabOptions.for_tests(nat=True, tunnels=(1,), lan=False))
+    lab.start()
+    try:
+        assert lab.cgw_local_ip != CGW_IP
+        cgw = start_cgw(lab, lab.workdir / "cgw", 2, tunnels=(1,))
+        try:
+            assert cgw.initiate("t1")
+            lab.wait_tunnel_up(1)
+            ike = next(sa for sa in lab.list_sas(1) if sa.established)
+            # AWS sees the file's CGW address (the NAT's), and knows the peer is behind NAT.
+            assert ike.remote_host == str(CGW_IP) and ike.nat_remote
+            cgw_ike = next(sa for sa in cgw.list_sas() if sa.established)
+            assert cgw_ike.local_host == str(lab.cgw_local_ip) and cgw_ike.nat_local
+            assert lab.ping("cgw", lab.vpc_host_ip, source=CGW_INSIDE[1])
+        finally:
+            cgw.stop()
+        pids = [pid for ep in lab.endpoints.values() if (pid := ep.charon.pid)]
+        assert pids
+    finally:
+        lab.close()
+    assert _leftovers(lab.topology.prefix, pids, lab.workdir) == []
+    assert not lab.workdir.exists()
+
+
+def test_failed_build_leaves_nothing() -> None:
+    require_strongswan()
+    lab = AwsLab(
+        sample_connection(),
+        LabOptions.for_tests(tunnels=(1, 2), ike_proposals={2: "no-such-algorithm"}),
+    )
+    with pytest.raises(CgwdError, match="aws2"):
+        lab.start()
+    pids = [pid for ep in lab.endpoints.values() if (pid := ep.charon.pid)]
+    assert _leftovers(lab.topology.prefix, pids, lab.workdir) == []
+    assert not lab.workdir.exists()
+
+
+def test_overlapping_addresses_rejected_before_building() -> None:
+    with pytest.raises(ConfigError, match="overlap"):
+        AwsLab(
+            sample_connection(),
+            LabOptions(
+                vpc_cidr=IPv4Network("10.20.0.0/16"), vpc_host=IPv4Interface("10.20.5.10/24")
+            ),
+        )
+
+
+def test_wait_until_times_out() -> None:
+    with pytest.raises(CgwdError, match="timed out"):
+        wait_until(lambda: False, 0.2, 0.05, "nothing")
