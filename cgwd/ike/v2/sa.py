@@ -121,6 +121,9 @@ class IkeSa:
     created_by: Nonces | None = None  # (Ni, Nr) of the CREATE_CHILD_SA that made it (§2.18)
     rekeyed_from: bytes | None = None  # spi_i of the predecessor
     initial_contact: bool = False
+    close_after_response: str | None = None  # peer deleted it: gone once we have answered
+    peer_rekey: IkeSa | None = None  # successor the peer created while ours was in flight
+    successor: IkeSa | None = None
 
     @property
     def spi_i_int(self) -> int:
@@ -161,6 +164,7 @@ class ChildSa:
     in_sa: SaId
     out_sa: SaId
     out_params: SaParams
+    in_params: SaParams
     pfs_group: int | None = None
     state: ChildState = ChildState.INSTALLED
     out_installed: bool = True
@@ -169,6 +173,8 @@ class ChildSa:
     rekeyed_from: int | None = None
     successor: int | None = None
     delete_deadline: float | None = None
+    outbound_at: float | None = None  # responder of a rekey: switch outbound by then
+    ike_spi_i: bytes = b""  # the IKE SA it belongs to (moves on IKE rekey)
 
     def installed_sa_ids(self) -> tuple[SaId, ...]:
         return (self.in_sa, self.out_sa) if self.out_installed else (self.in_sa,)

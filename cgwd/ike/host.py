@@ -1,0 +1,282 @@
+"""The asyncio host of IKE sessions: UDP 500/4500 sockets, one timer per session, and the
+dataplane actions the sessions ask for.
+
+Flow: every datagram, timer expiry and API call is fed to the session with ``now`` from the
+host's clock; then `IkeHost.pump` drains the session (datagrams to send, events) and re-arms
+the session's one timer from ``next_deadline()`` (aioquic style). Dataplane operations are
+async and must happen in the order the session emitted them (make-before-break), so each
+session has a FIFO worker that applies its `ChildSaInstalled`/`ChildSaRemoved` events one
+after the other.
+
+Sockets: one unconnected UDP socket on local:500 and one on local:4500, both with
+SO_REUSEPORT so that the userspace dataplane can own connected 4500 sockets towards each
+peer (which the kernel prefers); IKE datagrams arriving there come back to us through
+`Dataplane.set_ike_receiver` with the non-ESP marker still on. On port 4500 we send and
+expect the non-ESP marker (RFC 3948 §2.2); NAT keepalives and stray ESP are dropped and
+counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address
+
+from cgwd.dataplane.base import Dataplane, DataplaneError
+from cgwd.esp.natt import NON_ESP_MARKER, UdpPayloadKind, classify
+from cgwd.ike.clock import Clock
+from cgwd.ike.events import (
+    ChildOutboundReady,
+    ChildSaInstalled,
+    ChildSaRemoved,
+    Event,
+    IkeDown,
+    IkeEstablished,
+    LogEvent,
+)
+from cgwd.ike.v2.session import IkeSession
+
+log = logging.getLogger("cgwd.ike")
+
+IKE_PORT = 500  # RFC 7296 §2
+NAT_T_PORT = 4500  # RFC 3948, RFC 7296 §2.23
+MAX_DATAGRAM = 65535
+
+EventSink = Callable[[IkeSession, Event], None]
+
+
+@dataclass
+class HostCounters:
+    received: int = 0
+    sent: int = 0
+    unknown_peer: int = 0
+    not_ike_on_4500: int = 0
+    send_errors: int = 0
+    dataplane_errors: int = 0
+
+
+@dataclass
+class _Slot:
+    session: IkeSession
+    timer: asyncio.TimerHandle | None = None
+    actions: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    worker: asyncio.Task[None] | None = None
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, host: IkeHost, local: tuple[str, int]) -> None:
+        self._host = host
+        self._local = local
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, int]) -> None:
+        self._host.datagram_received(data, (str(addr[0]), int(addr[1])), self._local)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("IKE socket %s:%d error: %s", *self._local, exc)
+
+
+class IkeHost:
+    """Runs IKE sessions on one local address.
+
+    Args:
+        dataplane: where Child SAs are installed; also hands us IKE datagrams it receives.
+        clock: the monotonic clock whose readings are passed to the sessions as ``now``.
+        local_address: the address to bind ports 500 and 4500 on.
+        on_event: optional callback for every event (after the host has acted on it).
+        ports: (IKE port, NAT-T port); tests may use others.
+    """
+
+    def __init__(
+        self,
+        dataplane: Dataplane,
+        clock: Clock,
+        local_address: IPv4Address,
+        *,
+        on_event: EventSink | None = None,
+        ports: tuple[int, int] = (IKE_PORT, NAT_T_PORT),
+    ) -> None:
+        self.dataplane = dataplane
+        self.clock = clock
+        self.local_address = local_address
+        self.ports = ports
+        self.counters = HostCounters()
+        self._on_event = on_event
+        self._slots: dict[str, _Slot] = {}  # peer IP -> session
+        self._transports: dict[int, asyncio.DatagramTransport] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        """Bind the sockets and register with the dataplane. Raises OSError if binding fails."""
+        self._loop = asyncio.get_running_loop()
+        for port in self.ports:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((str(self.local_address), port))
+            local = (str(self.local_address), port)
+            transport, _ = await self._loop.create_datagram_endpoint(
+                lambda local=local: _Protocol(self, local),  # type: ignore[misc]
+                sock=sock,
+            )
+            self._transports[port] = transport
+        self.dataplane.set_ike_receiver(self.datagram_received)
+
+    def add_session(self, session: IkeSession) -> None:
+        """Serve ``session`` (its peer is ``session.config.remote_address``)."""
+        slot = _Slot(session)
+        self._slots[str(session.config.remote_address)] = slot
+        slot.worker = asyncio.get_running_loop().create_task(self._apply_actions(slot))
+        self.pump(session)
+
+    def session_for(self, peer: IPv4Address) -> IkeSession | None:
+        slot = self._slots.get(str(peer))
+        return None if slot is None else slot.session
+
+    def initiate(self, session: IkeSession) -> None:
+        session.initiate(self.clock.now())
+        self.pump(session)
+
+    async def close(self, *, delete: bool = True, grace: float = 1.0) -> None:
+        """Stop every session (sending DELETEs first if ``delete``) and close the sockets."""
+        if delete:
+            for slot in self._slots.values():
+                slot.session.terminate(self.clock.now())
+                self.pump(slot.session)
+            # Give DELETE responses a moment; the sessions drop their SAs regardless.
+            await asyncio.sleep(min(grace, 0.2) if not self._slots else grace)
+        for slot in self._slots.values():
+            if slot.timer is not None:
+                slot.timer.cancel()
+            await slot.actions.join()
+            if slot.worker is not None:
+                slot.worker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await slot.worker
+        self._slots.clear()
+        self.dataplane.set_ike_receiver(None)
+        for transport in self._transports.values():
+            transport.close()
+        self._transports.clear()
+
+    # -- input --------------------------------------------------------------------
+
+    def datagram_received(
+        self, data: bytes, remote: tuple[str, int], local: tuple[str, int]
+    ) -> None:
+        self.counters.received += 1
+        if local[1] != self.ports[0]:
+            kind, payload = classify(data)
+            if kind is not UdpPayloadKind.IKE:
+                self.counters.not_ike_on_4500 += 1
+                return
+            data = bytes(payload)
+        slot = self._slots.get(remote[0])
+        if slot is None:
+            self.counters.unknown_peer += 1
+            return
+        slot.session.receive_datagram(data, remote, local, self.clock.now())
+        self.pump(slot.session)
+
+    def _on_timer(self, slot: _Slot) -> None:
+        slot.timer = None
+        slot.session.handle_timer(self.clock.now())
+        self.pump(slot.session)
+
+    # -- output -------------------------------------------------------------------
+
+    def pump(self, session: IkeSession) -> None:
+        """Send what the session wants sent, queue its dataplane actions, re-arm its timer."""
+        slot = self._slots.get(str(session.config.remote_address))
+        for out in session.datagrams_to_send():
+            transport = self._transports.get(out.src_port)
+            if transport is None:
+                self.counters.send_errors += 1
+                continue
+            payload = out.data if out.src_port == self.ports[0] else NON_ESP_MARKER + out.data
+            try:
+                transport.sendto(payload, out.dst)
+                self.counters.sent += 1
+            except OSError as exc:
+                self.counters.send_errors += 1
+                log.warning("sending IKE to %s:%d failed: %s", *out.dst, exc)
+        for event in session.events():
+            self._log_event(session, event)
+            if slot is not None and isinstance(
+                event, ChildSaInstalled | ChildSaRemoved | ChildOutboundReady
+            ):
+                slot.actions.put_nowait(event)
+            if self._on_event is not None:
+                self._on_event(session, event)
+        if slot is None:
+            return
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        deadline = session.next_deadline()
+        if deadline is not None and self._loop is not None:
+            delay = max(0.0, deadline - self.clock.now())
+            slot.timer = self._loop.call_later(delay, self._on_timer, slot)
+
+    def _log_event(self, session: IkeSession, event: Event) -> None:
+        tunnel = session.config.tunnel
+        if isinstance(event, LogEvent):
+            level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
+            log.log(
+                level.get(event.level, logging.ERROR),
+                "%s %s: %s",
+                tunnel,
+                event.name,
+                event.message,
+            )
+        elif isinstance(event, IkeEstablished):
+            log.info(
+                "%s ike_established: %s IKE SA %016x_i %016x_r (%s)%s",
+                tunnel,
+                "initiated" if event.initiator else "responded",
+                event.spi_i,
+                event.spi_r,
+                event.suite,
+                " by rekey" if event.rekey else "",
+            )
+        elif isinstance(event, IkeDown):
+            log.warning(
+                "%s ike_down: %s%s",
+                tunnel,
+                event.reason,
+                "" if event.retry_in is None else f", retrying in {event.retry_in:.1f} s",
+            )
+
+    async def _apply_actions(self, slot: _Slot) -> None:
+        while True:
+            event = await slot.actions.get()
+            try:
+                await self._apply(event)
+            except DataplaneError as exc:
+                self.counters.dataplane_errors += 1
+                log.error("%s dataplane: %s", slot.session.config.tunnel, exc)
+            finally:
+                slot.actions.task_done()
+
+    async def _apply(self, event: Event) -> None:
+        dp = self.dataplane
+        if isinstance(event, ChildSaInstalled):
+            await dp.add_sa(event.inbound, event.inbound_params)
+            if event.outbound is not None and event.outbound_params is not None:
+                await dp.add_sa(event.outbound, event.outbound_params)
+        elif isinstance(event, ChildOutboundReady):
+            await dp.add_sa(event.outbound, event.outbound_params)
+        elif isinstance(event, ChildSaRemoved):
+            for sa in event.sa_ids:
+                try:
+                    await dp.remove_sa(sa)
+                except DataplaneError as exc:
+                    log.debug("removing %s: %s", sa, exc)
+
+    async def drain_actions(self) -> None:
+        """Wait until every queued dataplane action has been applied (for tests)."""
+        for slot in list(self._slots.values()):
+            await slot.actions.join()

@@ -1,0 +1,116 @@
+"""IKE_SA_INIT + IKE_AUTH between two in-memory IKEv2 sessions."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address
+
+from ikev2_pair import AWS_IP, CGW_IP, Pair, aws_tunnel, config_for
+
+from cgwd.dataplane.base import SaId
+from cgwd.ike.events import IkeEstablished
+from cgwd.ike.v2.negotiation import Selector
+from cgwd.secret import Secret
+
+
+def _assert_tunnel_up(pair: Pair) -> None:
+    cgw, aws = pair.cgw, pair.aws
+    out_c, out_a = cgw.current_out(), aws.current_out()
+    assert out_c is not None and out_a is not None
+    # Each side's outbound SA is the other's inbound SA, with the same keys and suite.
+    assert SaId(out_c.tunnel, "in", out_c.spi) in aws.installed()
+    assert SaId(out_a.tunnel, "in", out_a.spi) in cgw.installed()
+    pc = cgw.dataplane.params(out_c)
+    pa = aws.dataplane.params(SaId(out_c.tunnel, "in", out_c.spi))
+    assert pc.keymat == pa.keymat and pc.suite == pa.suite
+    assert cgw.dataplane.params(out_c).keymat != aws.dataplane.params(out_a).keymat
+
+
+def test_establish_default_proposals() -> None:
+    pair = Pair()
+    pair.establish()
+    _assert_tunnel_up(pair)
+    st = pair.cgw.session.status(pair.now)
+    assert st["phase1"] == "Established" and st["phase2"] == "Established"
+    # Strongest first on both sides: AES256-GCM-16 with PRF SHA2-512, ECP-521.
+    assert st["ike"]["suite"] == "aes256gcm16-prfsha512-ecp521"
+    assert st["children"][0]["suite"] == "aes256gcm16"
+    assert st["children"][0]["ts_local"] == ["0.0.0.0/0"]
+    est = [e for e in pair.cgw.events if isinstance(e, IkeEstablished)]
+    assert len(est) == 1 and est[0].initiator
+    assert pair.aws.session.status()["ike"]["initiator"] is False
+    assert pair.lost_packets == 0
+    # No NAT between them: plain ESP.
+    assert pair.cgw.dataplane.params(pair.cgw.current_out()).encap is None  # type: ignore[arg-type]
+    assert "test_psk" not in repr(st)
+
+
+def test_initial_contact_sent_on_first_sa_only() -> None:
+    pair = Pair()
+    pair.establish()
+    assert pair.aws.session.current_ike().initial_contact  # type: ignore[union-attr]
+    pair.cgw.session.terminate(pair.now)
+    pair.pump()
+    pair.cgw.session.initiate(pair.now)
+    pair.pump()
+    assert pair.aws.session.current_ike().initial_contact is False  # type: ignore[union-attr]
+    _assert_tunnel_up(pair)
+
+
+def test_responder_picks_lowest_when_aws_restricted_and_ke_retry() -> None:
+    # AWS allows only AES128/SHA1/DH2 in both phases: our first KE (ECP-521) is refused
+    # with INVALID_KE_PAYLOAD and we retry with group 2.
+    t = aws_tunnel(p1=(("AES128",), ("SHA1",), (2,)), p2=(("AES128",), ("SHA1",), (2,)))
+    aws_cfg = config_for(AWS_IP, CGW_IP, t)
+    pair = Pair(aws_config=aws_cfg)
+    pair.establish()
+    _assert_tunnel_up(pair)
+    st = pair.cgw.session.status()
+    assert st["ike"]["suite"] == "aes128-sha1-prfsha1-modp1024"
+    assert st["children"][0]["suite"] == "aes128-sha1"
+    assert "invalid_ke_payload" in pair.cgw.log_names()
+
+
+def test_aws_initiates_and_narrowed_selectors_are_accepted() -> None:
+    narrow = (Selector(IPv4Address("10.0.0.0"), IPv4Address("10.0.255.255")),)
+    aws_cfg = config_for(AWS_IP, CGW_IP, remote_ts=narrow)
+    pair = Pair(aws_config=aws_cfg)
+    pair.aws.session.initiate(pair.now)
+    pair.pump()
+    _assert_tunnel_up(pair)
+    st = pair.cgw.session.status()
+    assert st["ike"]["initiator"] is False
+    assert st["children"][0]["ts_local"] == ["10.0.0.0-10.0.255.255"]
+
+
+def test_wrong_psk_is_auth_failed_and_retried_with_backoff() -> None:
+    aws_cfg = config_for(AWS_IP, CGW_IP, psk=Secret("another_psk_99"))
+    pair = Pair(aws_config=aws_cfg)
+    pair.establish()
+    downs = pair.cgw.downs()
+    assert [d.reason for d in downs] == ["auth_failed"]
+    assert downs[0].retry_in is not None and 0 < downs[0].retry_in <= 1.0
+    assert "auth_failed" in pair.aws.log_names()
+    assert pair.cgw.current_out() is None
+    pair.run_for(30)
+    reasons = [d.reason for d in pair.cgw.downs()]
+    assert len(reasons) >= 4 and set(reasons) == {"auth_failed"}
+    retries = [d.retry_in for d in pair.cgw.downs()]
+    assert retries == sorted(retries)  # backoff grows (with downward jitter, capped)
+    assert pair.aws.session.status()["ike"] is None
+    assert "another_psk" not in repr(pair.aws.events) + repr(pair.cgw.events)
+
+
+def test_no_common_proposal() -> None:
+    t = aws_tunnel(p1=(("AES128",), ("SHA1",), (2,)), p2=(("AES128",), ("SHA1",), (2,)))
+    cgw_only = aws_tunnel(
+        p1=(("AES256-GCM-16",), ("SHA2-384",), (20,)),
+        p2=(("AES256-GCM-16",), ("SHA2-384",), (20,)),
+    )
+    pair = Pair(
+        cgw_config=config_for(CGW_IP, AWS_IP, cgw_only), aws_config=config_for(AWS_IP, CGW_IP, t)
+    )
+    pair.establish()
+    assert [d.reason for d in pair.cgw.downs()] == ["no_proposal_chosen"]
+    assert "no_proposal_chosen" in pair.aws.log_names()
+    pair.run_for(10)
+    assert len(pair.cgw.downs()) >= 3
