@@ -18,6 +18,7 @@ Both SA types are single-threaded objects: use one from one thread at a time.
 from __future__ import annotations
 
 import enum
+import itertools
 import struct
 from dataclasses import dataclass, field
 
@@ -126,6 +127,7 @@ class OutboundSa:
 
     __slots__ = (
         "_align",
+        "_counter",
         "_extra_room",
         "_limit",
         "_seal",
@@ -174,6 +176,7 @@ class OutboundSa:
         if rekey_margin < 0:
             raise ValueError("rekey_margin must not be negative")
         self._seq = last_seq
+        self._counter = itertools.count(last_seq + 1)
         self._soft_limit = self._limit - min(rekey_margin, self._limit // 2)
         self.needs_rekey = last_seq >= self._soft_limit
         align = self._align = suite.pad_align
@@ -205,14 +208,23 @@ class OutboundSa:
         inner packet of ``inner_len`` octets (a little more than the packet itself)."""
         return inner_len + self._extra_room
 
-    def _refuse(self, first_octet: int) -> DropReason | None:
-        """Why the next packet cannot be sent (counted), or None."""
-        if first_octet >> 4 not in (4, 6):
-            return self.counters.drop(DropReason.BAD_INNER_PACKET)
-        if self._seq >= self._limit:
+    def _next_seq(self, version: int) -> int:
+        """The sequence number for the next packet of IP ``version``, or 0 (counted) when
+        it cannot be sent. Numbers come from an `itertools.count`, whose ``next`` is atomic
+        under the GIL: even a caller that wrongly shares the SA between threads never gets
+        one number twice, which for GCM would repeat a nonce (RFC 4106 3.1)."""
+        if version != 4 and version != 6:  # noqa: PLR1714
+            self.counters.drop(DropReason.BAD_INNER_PACKET)
+            return 0
+        seq: int = next(self._counter)
+        if seq > self._limit:
             self.needs_rekey = True  # RFC 4303 3.3.3: never cycle; a new SA is needed
-            return self.counters.drop(DropReason.SEQUENCE_EXHAUSTED)
-        return None
+            self.counters.drop(DropReason.SEQUENCE_EXHAUSTED)
+            return 0
+        self._seq = seq
+        if seq >= self._soft_limit:
+            self.needs_rekey = True
+        return seq
 
     def encapsulate(self, inner_ip_packet: bytes | bytearray | memoryview) -> bytes | None:
         """The ESP packet (SPI..ICV) carrying ``inner_ip_packet``; None (counted) if the
@@ -222,13 +234,9 @@ class OutboundSa:
             self.counters.drop(DropReason.BAD_INNER_PACKET)
             return None
         version = inner_ip_packet[0] >> 4
-        seq = self._seq + 1
-        if seq > self._limit or (version != 4 and version != 6):  # noqa: PLR1714
-            self._refuse(inner_ip_packet[0])
+        seq = self._next_seq(version)
+        if not seq:
             return None
-        self._seq = seq
-        if seq >= self._soft_limit:
-            self.needs_rekey = True
         trailers = self._trailers4 if version == 4 else self._trailers6
         packet = self._seal(seq, inner_ip_packet, trailers[-(size + 2) % self._align])
         counters = self.counters
@@ -261,13 +269,9 @@ class OutboundSa:
             return 0
         room = self.header_room
         version = buf[room] >> 4
-        seq = self._seq + 1
-        if seq > self._limit or (version != 4 and version != 6):  # noqa: PLR1714
-            self._refuse(buf[room])
+        seq = self._next_seq(version)
+        if not seq:
             return 0
-        self._seq = seq
-        if seq >= self._soft_limit:
-            self.needs_rekey = True
         trailer = (self._trailers4 if version == 4 else self._trailers6)[
             -(inner_len + 2) % self._align
         ]

@@ -105,7 +105,7 @@ class GcmTransform:
         self._aead.encrypt_into(
             self._salt + view[_ESP_HEADER:start],
             view[start:end],
-            self._aad(seq),
+            self._aad(seq) if self._esn else view[:_ESP_HEADER],
             view[start : end + 16],
         )
         return end + 16

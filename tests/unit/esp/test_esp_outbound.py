@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -162,3 +164,26 @@ def test_natt_classify() -> None:
     esp = b"\x00\x00\x10\x00" + bytes(30)
     kind, payload = classify(esp)
     assert kind is UdpPayloadKind.ESP and payload.obj is esp  # a view, no copy
+
+
+def test_sequence_numbers_unique_even_when_shared_between_threads() -> None:
+    """Sharing an SA between threads is misuse (counters may then miss updates), but
+    it must never repeat a GCM nonce."""
+    suite = suite_by_name("aes128gcm16")
+    sa = OutboundSa(SPI, suite, _keymat(suite))
+    inner = _inner(60)
+    seen: list[list[int]] = [[] for _ in range(4)]
+
+    def work(bucket: list[int]) -> None:
+        for _ in range(3000):
+            packet = sa.encapsulate(inner)
+            assert packet is not None
+            bucket.append(int.from_bytes(packet[8:16], "big"))
+
+    threads = [threading.Thread(target=work, args=(bucket,)) for bucket in seen]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    ivs = [iv for bucket in seen for iv in bucket]
+    assert len(ivs) == 12000 and len(set(ivs)) == 12000
