@@ -1,0 +1,1 @@
+"""The cgwd daemon: the asyncio host, tunnel supervisors, systemd notify and logging."""
