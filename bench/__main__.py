@@ -1,0 +1,246 @@
+"""`make bench` (``python -m bench``): hot path, openssl reference, tunnels; ratios and JSON.
+
+    python -m bench [--quick] [--out bench/results.json] [--no-tunnel] [--no-strongswan]
+
+1. ``openssl speed -evp aes-128-gcm`` / ``aes-128-cbc`` on this machine (MB/s).
+2. The ESP engine's hot path per suite and size (bench/esp_hotpath.py).
+3. Tunnels (bench/tunnel.py, needs root): iperf3 TCP and UDP pps through cgwd <-> cgwd,
+   strongSwan kernel-libipsec <-> kernel-libipsec (same suites, same run) and plain veth.
+
+Prints each table, then the targets of issue 3 as ratios against the references measured in
+this run, and writes everything to ``--out`` (the issue's shape, plus ``targets``, ``rss``
+and ``meta``). A benchmark, not a test: nothing here fails on a missed target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench import esp_hotpath
+
+SUITES = ("aes128gcm16", "aes128-sha1")
+TARGET_TCP_RATIO = 3.0  # cgwd TCP >= 3x strongSwan libipsec, same suite, same run
+TARGET_ENCAP_SHARE = 0.35  # 1400-byte AES-128-GCM encap >= 35% of openssl's 1024-byte figure
+
+
+def machine() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                "unknown",
+            )
+    except OSError:
+        pass
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "host": platform.node(),
+        "kernel": platform.release(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "openssl": _version(["openssl", "version"]),
+        "strongswan": _version(["/usr/lib/ipsec/charon", "--version"]),
+        "iperf3": _version(["iperf3", "--version"]).split("\n")[0],
+    }
+
+
+def _version(cmd: list[str]) -> str:
+    if shutil.which(cmd[0]) is None and not os.path.exists(cmd[0]):
+        return "missing"
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except OSError:
+        return "missing"
+    return (out.stdout or out.stderr).strip()
+
+
+def run_tunnels(
+    tcp_seconds: int, udp_seconds: int, strongswan: bool
+) -> tuple[list[dict[str, Any]], str]:
+    """Tunnel rows, or ([], reason) when they cannot run here."""
+    if os.geteuid() != 0:
+        return [], "needs root (network namespaces)"
+    if shutil.which("iperf3") is None:
+        return [], "needs iperf3"
+    from bench.tunnel import TunnelBench  # noqa: PLC0415 - needs root and cgwd.lab
+
+    bench = TunnelBench(tcp_seconds=tcp_seconds, udp_seconds=udp_seconds)
+    rows: list[dict[str, Any]] = []
+    try:
+        rows.append(bench.veth().as_json())
+        _progress(rows[-1])
+        for suite in SUITES:
+            rows.append(bench.cgwd(suite).as_json())
+            _progress(rows[-1])
+            if strongswan:
+                rows.append(bench.strongswan(suite).as_json())
+                _progress(rows[-1])
+    finally:
+        bench.close()
+    return rows, ""
+
+
+def _progress(row: dict[str, Any]) -> None:
+    print(
+        f"  {row['impl']:10} {row['suite']:12} TCP {row['tcp_mbps']:8.1f} Mbit/s"
+        f"  UDP {row['udp_pps']:8d} pkt/s",
+        flush=True,
+    )
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The issue's targets as ratios of figures measured in this run."""
+    out: list[dict[str, Any]] = []
+    tunnel = {(r["impl"], r["suite"]): r for r in results.get("tunnel", [])}
+    for suite in SUITES:
+        ours, theirs = tunnel.get(("cgwd", suite)), tunnel.get(("strongswan", suite))
+        if ours and theirs and theirs["tcp_mbps"]:
+            ratio = ours["tcp_mbps"] / theirs["tcp_mbps"]
+            out.append(
+                {
+                    "target": f"TCP cgwd/strongSwan {suite}",
+                    "ratio": round(ratio, 2),
+                    "goal": TARGET_TCP_RATIO,
+                    "met": ratio >= TARGET_TCP_RATIO,
+                }
+            )
+        if ours and theirs and theirs["udp_pps"]:
+            out.append(
+                {
+                    "target": f"UDP pps cgwd/strongSwan {suite}",
+                    "ratio": round(ours["udp_pps"] / theirs["udp_pps"], 2),
+                    "goal": None,
+                    "met": None,
+                }
+            )
+    veth = tunnel.get(("veth", "none"))
+    gcm = tunnel.get(("cgwd", "aes128gcm16"))
+    if veth and gcm and veth["tcp_mbps"]:
+        out.append(
+            {
+                "target": "TCP cgwd aes128gcm16 / plain veth",
+                "ratio": round(gcm["tcp_mbps"] / veth["tcp_mbps"], 3),
+                "goal": None,
+                "met": None,
+            }
+        )
+    reference = results.get("openssl", {}).get("aes-128-gcm", {}).get("1024")
+    row = next(
+        (
+            r
+            for r in results.get("hotpath", [])
+            if r["suite"] == "aes128gcm16" and r["size"] == 1400
+        ),
+        None,
+    )
+    if reference and row:
+        for key, label in (
+            ("encap_inplace_mb_per_s", "in place, as the datapath does"),
+            ("encap_mb_per_s", "returning bytes"),
+        ):
+            if key in row:
+                share = row[key] / reference
+                out.append(
+                    {
+                        "target": f"encap 1400 B aes128gcm16 ({label}) / openssl 1024 B",
+                        "ratio": round(share, 3),
+                        "goal": TARGET_ENCAP_SHARE,
+                        "met": share >= TARGET_ENCAP_SHARE,
+                    }
+                )
+    for r in results.get("tunnel", []):
+        if "rss_kib_before" in r:
+            growth = max(
+                after - before
+                for before, after in zip(r["rss_kib_before"], r["rss_kib_after"], strict=True)
+            )
+            out.append(
+                {
+                    "target": f"RSS growth under load, cgwd {r['suite']} (KiB, worst side)",
+                    "ratio": growth,
+                    "goal": "flat",
+                    "met": growth <= 1024,
+                }
+            )
+    return out
+
+
+def print_tunnels(rows: list[dict[str, Any]]) -> None:
+    print(f"{'impl':12} {'suite':13} {'TCP Mbit/s':>11} {'UDP pkt/s':>10}  RSS KiB before->after")
+    for r in rows:
+        rss = ""
+        if "rss_kib_before" in r:
+            rss = ", ".join(
+                f"{b}->{a}" for b, a in zip(r["rss_kib_before"], r["rss_kib_after"], strict=True)
+            )
+        print(f"{r['impl']:12} {r['suite']:13} {r['tcp_mbps']:11.1f} {r['udp_pps']:10d}  {rss}")
+
+
+def print_targets(rows: list[dict[str, Any]]) -> None:
+    print(f"{'target':62} {'measured':>9} {'goal':>6}  met")
+    for t in rows:
+        met = {True: "yes", False: "NO", None: "-"}[t["met"]]
+        goal = "-" if t["goal"] is None else str(t["goal"])
+        print(f"{t['target']:62} {t['ratio']:>9} {goal:>6}  {met}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("results.json")))
+    parser.add_argument("--no-tunnel", action="store_true", help="skip the tunnel benchmark")
+    parser.add_argument("--no-strongswan", action="store_true", help="skip strongSwan")
+    args = parser.parse_args(argv)
+
+    results: dict[str, Any] = {"meta": machine()}
+    print(f"cgwd benchmark, {results['meta']['date']}, {results['meta']['cpu']}", flush=True)
+
+    print("\n== openssl speed -evp (MB/s, one core) ==", flush=True)
+    seconds = 1 if args.quick else 3
+    results["openssl"] = {
+        cipher: esp_hotpath.openssl_speed(cipher, seconds)
+        for cipher in ("aes-128-gcm", "aes-128-cbc")
+    }
+    for cipher, figures in results["openssl"].items():
+        small, large = figures.get("1024", 0.0), figures.get("8192", 0.0)
+        print(f"{cipher:12} 1024 B: {small:8.1f}  8192 B: {large:8.1f}")
+
+    print("\n== ESP hot path (bench/esp_hotpath.py, one thread) ==", flush=True)
+    results["hotpath"] = esp_hotpath.run(quick=args.quick)
+    esp_hotpath.print_table(results["hotpath"], results["openssl"]["aes-128-gcm"])
+
+    results["tunnel"] = []
+    if not args.no_tunnel:
+        print("\n== tunnels: iperf3 between two namespaces (ESP-in-UDP) ==", flush=True)
+        tcp_s, udp_s = (3, 2) if args.quick else (10, 5)
+        rows, why_not = run_tunnels(tcp_s, udp_s, strongswan=not args.no_strongswan)
+        results["tunnel"] = rows
+        if why_not:
+            print(f"  skipped: {why_not}")
+            results["tunnel_skipped"] = why_not
+        print_tunnels(rows)
+
+    results["targets"] = targets(results)
+    print("\n== targets (ratios against references measured in this run) ==")
+    print_targets(results["targets"])
+
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=1)
+        f.write("\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
