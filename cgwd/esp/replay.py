@@ -12,8 +12,11 @@ one thread at a time. Nothing here raises for any integer input.
 
 from __future__ import annotations
 
-MIN_WINDOW = 64  # RFC 4303 3.4.3: "a minimum window size of 32 packets MUST be supported";
-MAX_WINDOW = 2048  # cgwd accepts 64..2048 (AWS uses 1024); larger only costs memory.
+# RFC 4303 3.4.3: receivers MUST support a window of 32 and SHOULD default to 64; cgwd
+# accepts 64..2048 and defaults to 1024, AWS's size, which tolerates the reordering of
+# multi-queue paths at high packet rates.
+MIN_WINDOW = 64
+MAX_WINDOW = 2048
 DEFAULT_WINDOW = 1024
 
 _LOW32 = 0xFFFFFFFF

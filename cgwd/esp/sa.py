@@ -12,7 +12,14 @@ Inbound: `InboundSa.decapsulate(packet)` returns the inner packet or a `DropReas
 never raises. Order (RFC 4303 3.4): length, SPI, anti-replay check, ICV (constant time),
 window update, then padding, next header and the inner IP header. Every drop is counted.
 
-Both SA types are single-threaded objects: use one from one thread at a time.
+Zero-copy variants: `OutboundSa.encapsulate_in_place` seals an inner packet that was read
+into a buffer behind `header_room` free octets, `InboundSa.decapsulate_into` decrypts into
+a caller's buffer. In CPython the bytes-returning calls cost about the same per packet
+(fewer Python-level operations, one more copy); the in-place ones allocate nothing.
+See bench/esp_hotpath.py.
+
+Both SA types are meant for one thread at a time (counters and the CBC chaining state are
+not locked); sequence numbers stay unique even if that rule is broken.
 """
 
 from __future__ import annotations
@@ -81,7 +88,17 @@ class SaCounters:
 
     @property
     def dropped(self) -> int:
+        """All drops, whatever the reason."""
         return sum(self.drops.values())
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready copy, drop reasons by their stable names (for `cgwd status`)."""
+        return {
+            "packets": self.packets,
+            "bytes": self.bytes,
+            "drops": {reason.value: count for reason, count in self.drops.items()},
+            "last_used": self.last_used,
+        }
 
 
 def peek_spi(esp_packet: bytes | bytearray | memoryview) -> int | None:
@@ -119,7 +136,8 @@ class OutboundSa:
     RFC 7296 2.17, RFC 4106 8.1). ``udp_encap`` only records that the dataplane sends these
     packets in UDP (RFC 3948 changes nothing inside ESP in tunnel mode); `overhead` counts
     the UDP header then. ``iv_source`` replaces the default CBC IV generator (see
-    `cgwd.esp.transforms.CbcHmacTransform`). ``last_seq`` is the last sequence number
+    `cgwd.esp.transforms.CbcHmacTransform`; a source returning other than 16 octets makes
+    `encapsulate` raise ValueError). ``last_seq`` is the last sequence number
     already used (for tests and SA migration). The constructor raises ValueError for a bad
     SPI, keymat length or option; nothing else raises except misuse of the ``*_in_place``
     / ``*_into`` buffer contracts.

@@ -134,8 +134,8 @@ class CbcHmacTransform:
     """AES-CBC with HMAC-SHA1-96 / HMAC-SHA2 (RFC 3602, 2404, 4868) for one SA direction.
 
     Encrypt-then-MAC: the ICV covers SPI, sequence number, IV and ciphertext, followed
-    (with ESN) by the high 32 bits of the sequence number, which are never sent (RFC 4303
-    2.2.1 and 3.3.2.1).
+    (with ESN) by the high 32 bits of the sequence number, appended after the ciphertext
+    for the computation and never sent (RFC 4303 2.2.1, 3.3.4).
 
     IVs. RFC 3602 3 requires CBC IVs to be unpredictable; the core draws no randomness, so
     by default the IV is the AES encryption, under the SA's own key, of a nonce that is

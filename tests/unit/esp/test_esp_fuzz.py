@@ -163,3 +163,31 @@ def test_classify_never_raises(datagram: bytes) -> None:
         assert datagram == b"\xff"
     else:
         assert len(datagram) < 8 and datagram != b"\xff"
+
+
+@SETTINGS
+@given(
+    suite=st.sampled_from(ALL_SUITES),
+    esn=st.booleans(),
+    start=st.one_of(st.just(0), st.integers(0, 0xFFFFFFFF - 20), st.integers(0, (1 << 63))),
+    bodies=st.lists(st.tuples(st.booleans(), st.binary(max_size=300)), min_size=1, max_size=8),
+)
+def test_roundtrip_any_inner_packet(
+    suite: EspSuite, esn: bool, start: int, bodies: list[tuple[bool, bytes]]
+) -> None:
+    if not esn:
+        start %= 0xFFFFFFFF - 20
+    sender = OutboundSa(SPI, suite, _keymat(suite), esn=esn, last_seq=start)
+    receiver = InboundSa(SPI, suite, _keymat(suite), esn=esn, replay_window=64)
+    receiver.window.top = start
+    for v6, body in bodies:
+        if v6:
+            inner = bytes([0x60]) + bytes(3) + len(body).to_bytes(2, "big") + bytes(34) + body
+        else:
+            inner = bytes([0x45, 0]) + (20 + len(body)).to_bytes(2, "big") + bytes(16) + body
+        packet = sender.encapsulate(inner)
+        assert packet is not None
+        assert receiver.decapsulate(packet) == inner
+        assert receiver.decapsulate(packet) is DropReason.REPLAY
+    assert receiver.counters.packets == len(bodies)
+    assert receiver.counters.as_dict()["drops"] == ({"replay": len(bodies)} if bodies else {})
