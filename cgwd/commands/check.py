@@ -9,9 +9,13 @@ Exit status 0 when the configuration is usable (warnings included), 2 when it is
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import socket
 import sys
+from collections.abc import Callable
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -71,14 +75,52 @@ def resolve_dataplane(choice: Dataplane, missing: tuple[str, ...]) -> tuple[str,
     return "kernel", "auto: the kernel has ESP and xfrm interfaces"
 
 
+def is_local_address(address: IPv4Address) -> bool:
+    """Whether ``address`` is configured on this host (binding to it succeeds)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((str(address), 0))
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return False
+            raise
+    return True
+
+
+def host_notes(
+    loaded: LoadedConfiguration, is_local: Callable[[IPv4Address], bool] = is_local_address
+) -> list[str]:
+    """Findings about this host: a ``local_address`` it lacks, or NAT in front of it."""
+    notes: list[str] = []
+    for c in loaded.connections:
+        t = c.tunnels[0]
+        if t.local_address is not None:
+            if not is_local(t.local_address):
+                notes.append(
+                    f"{c.name}: local_address {t.local_address} is not configured on this "
+                    "host (yet): IKE cannot start until it is"
+                )
+        elif t.identity is not None and not is_local(t.identity):
+            notes.append(
+                f"{c.name}: the customer gateway address {t.identity} is not on this host: "
+                "behind NAT the route to each AWS endpoint picks the source, and the IKE "
+                f"identity stays {t.identity}"
+            )
+    return notes
+
+
 def run(args: argparse.Namespace) -> int:
     loaded = load_configuration(args.config)
     missing = kernel_dataplane_missing()
+    notes = host_notes(loaded)
     if args.json:
-        json.dump(plan_json(loaded, missing), sys.stdout, indent=2)
+        doc = plan_json(loaded, missing)
+        doc["host_notes"] = notes
+        json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
         sys.stdout.write(plan_text(loaded, missing))
+        sys.stdout.writelines(f"note: {note}\n" for note in notes)
     return 0
 
 

@@ -75,10 +75,13 @@ def check_secret_file_mode(path: Path, mode: int, what: str = "pre-shared keys")
 
 def _read_text(path: Path) -> tuple[str, os.stat_result]:
     try:
-        with path.open("rb") as handle:
-            info = os.fstat(handle.fileno())
-            if not stat.S_ISREG(info.st_mode):
-                raise ConfigError("not a regular file", source=path)
+        # O_NONBLOCK: a FIFO or device given by mistake must not hang the open.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            os.close(fd)
+            raise ConfigError("not a regular file", source=path)
+        with os.fdopen(fd, "rb") as handle:
             data = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source=path) from None
@@ -281,6 +284,8 @@ def load_aws_file(
         info = path.stat()
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror or exc}", source=path) from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError("not a regular file", source=path)
     aws = (loader or _default_aws_loader)(path, connection_id)
     if any(t.pre_shared_key is not None for t in aws.tunnels):
         check_secret_file_mode(path, info.st_mode)

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+from config_fixtures import FakeLoader, connection
+
+from cgwd.commands.check import (
+    host_notes,
+    is_local_address,
+    kernel_dataplane_missing,
+    resolve_dataplane,
+)
+from cgwd.config.load import load_configuration
 
 REPO = Path(__file__).parents[2]
 SAMPLES = REPO / "config" / "aws"
@@ -255,3 +266,49 @@ def test_check_bad_configs_exit_2(tmp_path: Path, text: str) -> None:
 
 def test_check_missing_config() -> None:
     assert_one_line_error(cgwd("check", "--config", "/nonexistent/cgwd.toml"), "cannot read")
+
+
+# --- the host-facing parts of check, in process ---------------------------------------------
+
+
+def test_kernel_dataplane_probe_reads_modules_files(tmp_path: Path) -> None:
+    release = os.uname().release
+    modules = tmp_path / "lib" / "modules" / release
+    modules.mkdir(parents=True)
+    assert kernel_dataplane_missing(tmp_path) == ("esp4", "xfrm_interface")
+    (modules / "modules.builtin").write_text("kernel/net/ipv4/esp4.ko\n")
+    assert kernel_dataplane_missing(tmp_path) == ("xfrm_interface",)
+    (modules / "modules.dep").write_text("kernel/net/xfrm/xfrm_interface.ko.xz: kernel/x.ko\n")
+    assert kernel_dataplane_missing(tmp_path) == ()
+    (tmp_path / "lib").rename(tmp_path / "gone")
+    (tmp_path / "sys" / "module" / "esp4").mkdir(parents=True)
+    assert kernel_dataplane_missing(tmp_path) == ("xfrm_interface",)
+
+
+def test_resolve_dataplane() -> None:
+    assert resolve_dataplane("auto", ())[0] == "kernel"
+    assert resolve_dataplane("auto", ("esp4",)) == ("userspace", "auto: this kernel lacks esp4")
+    assert "it will fail" in resolve_dataplane("kernel", ("esp4",))[1]
+    assert resolve_dataplane("userspace", ())[0] == "userspace"
+
+
+def test_is_local_address() -> None:
+    assert is_local_address(IPv4Address("127.0.0.1"))
+    assert not is_local_address(IPv4Address("203.0.113.254"))
+
+
+def test_host_notes(tmp_path: Path) -> None:
+    (tmp_path / "v.txt").write_text("x")
+    (tmp_path / "v.txt").chmod(0o600)
+    config = tmp_path / "cgwd.toml"
+    config.write_text('[[connection]]\nname = "a"\naws_config = "v.txt"\n')
+    loaded = load_configuration(config, aws_loader=FakeLoader({"v.txt": connection()}))
+    notes = host_notes(loaded, lambda address: False)
+    assert len(notes) == 1 and "behind NAT" in notes[0] and "198.51.100.92" in notes[0]
+    assert host_notes(loaded, lambda address: True) == []
+    config.write_text(
+        '[[connection]]\nname = "a"\naws_config = "v.txt"\nlocal_address = "10.1.2.3"\n'
+    )
+    loaded = load_configuration(config, aws_loader=FakeLoader({"v.txt": connection()}))
+    (note,) = host_notes(loaded, lambda address: str(address) != "10.1.2.3")
+    assert "local_address 10.1.2.3 is not configured" in note

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import string
 from dataclasses import replace
 from ipaddress import IPv4Network
@@ -326,8 +327,14 @@ def test_aws_file_holding_psks_must_not_be_readable_by_others(tmp_path: Path) ->
 def test_unreadable_and_non_text_files_are_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.toml")
-    with pytest.raises(ConfigError, match="Is a directory"):
+    with pytest.raises(ConfigError, match="not a regular file"):
         load_config(tmp_path)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_config(fifo)
+    with pytest.raises(ConfigError, match="not a regular file"):
+        load_aws_file(fifo, loader=FakeLoader({}))
     binary = tmp_path / "bin.toml"
     binary.write_bytes(b"[daemon]\n\n# \xff\xfe\n")
     with pytest.raises(ConfigError) as info:
