@@ -7,6 +7,8 @@ module; the NAT and failure cases build their own small labs.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -16,6 +18,7 @@ from pathlib import Path
 import pytest
 from conftest import require_strongswan
 
+from cgwd.cli import main
 from cgwd.config.aws import AwsTunnel, AwsVpnConnection, DeadPeerDetection, PhaseSettings
 from cgwd.errors import CgwdError, ConfigError
 from cgwd.lab.aws_profile import EndpointPolicy
@@ -339,3 +342,47 @@ def test_overlapping_addresses_rejected_before_building() -> None:
 def test_wait_until_times_out() -> None:
     with pytest.raises(CgwdError, match="timed out"):
         wait_until(lambda: False, 0.2, 0.05, "nothing")
+
+
+def test_cli_lab_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    require_strongswan()
+    sample = Path(__file__).parents[1] / "data" / "aws" / "aws-describe-vpn-connections-static.xml"
+    aws_file = tmp_path / "vpn.xml"
+    aws_file.write_bytes(sample.read_bytes())
+    aws_file.chmod(0o600)
+    state_dir = tmp_path / "st"
+    assert (
+        main(
+            [
+                "lab",
+                "up",
+                "--aws-config",
+                str(aws_file),
+                "--state-dir",
+                str(state_dir),
+                "--no-lan",
+                "--fast",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    state = json.loads(capsys.readouterr().out)
+    pids = [t["charon_pid"] for t in state["tunnels"]]
+    try:
+        assert state["cgw"]["outside_ip"] == str(CGW_IP)
+        assert [t["aws_outside_ip"] for t in state["tunnels"]] == [str(AWS_IP[1]), str(AWS_IP[2])]
+        assert (
+            main(["lab", "up", "--aws-config", str(aws_file), "--state-dir", str(state_dir)]) == 1
+        )
+        assert "already up" in capsys.readouterr().err
+        assert main(["lab", "status", "--state-dir", str(state_dir)]) == 0
+        assert capsys.readouterr().out.count("charon running") == 2
+    finally:
+        assert main(["lab", "down", "--state-dir", str(state_dir)]) == 0
+    for pid in pids:  # they were our children: reap them
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    assert _leftovers(state["prefix"], pids, Path(state["workdir"])) == []
+    assert not state_dir.exists() or not any(state_dir.iterdir())
+    assert main(["lab", "down", "--state-dir", str(state_dir)]) == 0
