@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "initiate": ("cgwd.commands.initiate", "bring a connection's tunnels up now"),
     "terminate": ("cgwd.commands.terminate", "take a connection's tunnels down until initiate"),
     "rekey": ("cgwd.commands.rekey", "rekey a connection's SAs now"),
+    "lab": ("cgwd.commands.lab", "build or remove the emulated AWS side (strongSwan, namespaces)"),
 }
 
 
