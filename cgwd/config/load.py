@@ -117,9 +117,13 @@ def parse_config_text(text: str, *, source: Path) -> CgwdConfig:
         detail = _TOML_POSITION.sub("", message).strip() or "invalid TOML"
         raise ConfigError(f"TOML syntax: {detail}", source=source, line=line) from None
     lines = KeyLines(text)
+    if "source" in raw:  # a model field set by the loader, not a key of the file
+        raise ConfigError(
+            "unknown key", source=source, line=lines.line_of(("source",)), element="source"
+        )
     _resolve_paths(raw, source.parent)
     try:
-        config = CgwdConfig.model_validate({**raw, "source": None})
+        config = CgwdConfig.model_validate(raw)
     except ValidationError as exc:
         raise _validation_error(exc, source, lines) from None
     return config.model_copy(update={"source": source})

@@ -143,8 +143,13 @@ def _toml_type(value: object) -> str:
     return names.get(type(value), f"a {type(value).__name__}")
 
 
-def _paths_to_str(value: object) -> object:
-    return _strict_str(value) if not isinstance(value, Path) else value
+def _path(value: object) -> object:
+    if isinstance(value, Path):
+        return value
+    _strict_str(value)
+    if not value or "\x00" in str(value):
+        raise ValueError("must be a file name")
+    return value
 
 
 StrictStr = Annotated[str, BeforeValidator(_strict_str)]
@@ -167,7 +172,7 @@ class _Frozen(BaseModel):
 class DaemonConfig(_Frozen):
     """The ``[daemon]`` table: settings of the cgwd process itself."""
 
-    control_socket: Annotated[Path, BeforeValidator(_paths_to_str)] = Path("/run/cgwd/control.sock")
+    control_socket: Annotated[Path, BeforeValidator(_path)] = Path("/run/cgwd/control.sock")
     """Unix socket of the control interface (`cgwd status`, `reload`, ...). Its directory is
     created by systemd (``RuntimeDirectory=cgwd``); a relative path is taken relative to the
     configuration file."""
@@ -185,7 +190,7 @@ class ConnectionConfig(_Frozen):
     """Short name, ``[a-z0-9-]``, at most 12 characters: the tunnel interfaces are
     ``<name>-t1`` and ``<name>-t2`` and Linux allows 15 characters."""
 
-    aws_config: Annotated[Path, BeforeValidator(_paths_to_str)]
+    aws_config: Annotated[Path, BeforeValidator(_path)]
     """The file downloaded from AWS (any supported format); relative paths are relative to
     the configuration file. It holds the PSKs, so it must not be readable by group or
     others."""

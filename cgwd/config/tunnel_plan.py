@@ -221,7 +221,8 @@ class TunnelPlan:
     mss: int
     mss_ipv6: int
     mtu_reason: str
-    mtu_fixed: bool  # set by cgwd.toml: not recomputed from the negotiated suite
+    mtu_override: int | None  # cgwd.toml's mtu: kept whatever is negotiated
+    mss_override: int | None  # cgwd.toml's mss
     nat_traversal: Literal["auto", "force"]
     routes: tuple[Route, ...]
     phase1: RekeyPlan
@@ -232,11 +233,15 @@ class TunnelPlan:
     bgp: BgpSettings | None
 
     def mtu_mss_for(self, suite: str | _NamedSuite, natt: bool) -> MtuMss:
-        """MTU/MSS once a suite is negotiated (the cgwd.toml overrides win)."""
-        computed = mtu_mss(suite, natt)
-        if not self.mtu_fixed:
-            return computed
-        return MtuMss(self.mtu, self.mss, self.mss_ipv6)
+        """MTU/MSS once ``suite`` is negotiated, with or without NAT-T; cgwd.toml's `mtu`
+        and `mss` win.
+
+        Raises:
+            ProposalError: an unknown suite name.
+        """
+        mtu = self.mtu_override or mtu_mss(suite, natt).mtu
+        mss = self.mss_override or mtu - TCP_IPV4_HEADERS
+        return MtuMss(mtu, mss, mss - (TCP_IPV6_HEADERS - TCP_IPV4_HEADERS))
 
 
 @dataclass(frozen=True)
@@ -301,28 +306,29 @@ def _routes(conn: ConnectionConfig, index: int) -> tuple[Route, ...]:
     return tuple(Route(net, metric, ecmp) for net in conn.routes)
 
 
-def _mtu(conn: ConnectionConfig, proposals: ProposalSet) -> tuple[int, int, int, str, bool]:
-    natt_possible = True  # auto: NAT may be detected; force: always
+def _mtu(conn: ConnectionConfig, proposals: ProposalSet) -> tuple[MtuMss, str]:
+    # Before negotiation: the worst case of what may be negotiated, NAT-T included (with
+    # nat_traversal = "auto" NAT may yet be detected).
     suites = proposals.esp_suites()
-    worst = min((mtu_mss(s, natt_possible) for s in suites), key=lambda m: m.mtu, default=None)
-    if worst is None:  # pragma: no cover - proposals_for never returns an empty ESP set
-        raise PlanError(("proposals",), "no ESP suite to offer")
-    if conn.mtu is None and conn.mss is None:
+    worst = min((mtu_mss(s, True) for s in suites), key=lambda m: m.mtu)
+    mtu = conn.mtu if conn.mtu is not None else worst.mtu
+    mss = conn.mss if conn.mss is not None else mtu - TCP_IPV4_HEADERS
+    if conn.mtu is None:
         reason = (
             f"MTU {worst.mtu} until the first CHILD_SA: the worst case of the {len(suites)} "
             "offered ESP suites with NAT-T; then set from the negotiated suite and NAT-T "
             "(AWS table, aws-behaviour §8)"
         )
-        return worst.mtu, worst.mss, worst.mss_ipv6, reason, False
-    mtu = conn.mtu if conn.mtu is not None else worst.mtu
-    mss = conn.mss if conn.mss is not None else mtu - TCP_IPV4_HEADERS
-    reason = "MTU and MSS fixed by cgwd.toml" if conn.mtu is not None else "MSS fixed by cgwd.toml"
-    if conn.mtu is not None and conn.mtu > worst.mtu:
-        reason += (
-            f"; {conn.mtu} exceeds what some offered suites carry unfragmented "
-            f"({worst.mtu}): large packets will be fragmented after encryption"
-        )
-    return mtu, mss, mss - (TCP_IPV6_HEADERS - TCP_IPV4_HEADERS), reason, True
+    else:
+        reason = "MTU fixed by cgwd.toml"
+        if conn.mtu > worst.mtu:
+            reason += (
+                f"; {conn.mtu} exceeds what some offered suites carry unfragmented "
+                f"({worst.mtu}): large packets will be fragmented after encryption"
+            )
+    if conn.mss is not None:
+        reason += "; MSS fixed by cgwd.toml"
+    return MtuMss(mtu, mss, mss - (TCP_IPV6_HEADERS - TCP_IPV4_HEADERS)), reason
 
 
 def plan_connection(
@@ -451,7 +457,7 @@ def _plan_tunnel(
     )
     dpd = DpdPlan(interval, retries, f"{interval_why}, {retries_why}")
 
-    mtu, mss, mss6, mtu_reason, fixed = _mtu(conn, proposals)
+    initial, mtu_reason = _mtu(conn, proposals)
     identity = tunnel.customer_gateway_outside_ip or conn.local_address
     return TunnelPlan(
         connection=conn.name,
@@ -466,11 +472,12 @@ def _plan_tunnel(
         ike_version=version,
         ike_version_reason=version_reason,
         proposals=proposals,
-        mtu=mtu,
-        mss=mss,
-        mss_ipv6=mss6,
+        mtu=initial.mtu,
+        mss=initial.mss,
+        mss_ipv6=initial.mss_ipv6,
         mtu_reason=mtu_reason,
-        mtu_fixed=fixed,
+        mtu_override=conn.mtu,
+        mss_override=conn.mss,
         nat_traversal=conn.nat_traversal,
         routes=_routes(conn, tunnel.index),
         phase1=phase1,

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from cgwd.config.aws import AwsVpnConnection
 from cgwd.config.model import CgwdConfig, ConnectionConfig, DaemonConfig
 from cgwd.config.tunnel_plan import (
+    MtuMss,
     PlanError,
     check_connections,
     mtu_mss,
@@ -129,7 +130,7 @@ def test_addresses_interfaces_and_defaults() -> None:
     assert t1.ike_version == "ikev1"  # what the sample file says
     # Before negotiation: the worst case of the offered suites with NAT-T (SHA2-512).
     assert (t1.mtu, t1.mss, t1.mss_ipv6) == (1406, 1366, 1346)
-    assert not t1.mtu_fixed
+    assert t1.mtu_override is None and t1.mss_override is None
     assert t1.mtu_mss_for("aes128gcm16", False).mtu == 1446
 
 
@@ -196,12 +197,16 @@ def test_rekey_margin_and_fuzz_from_the_file() -> None:
 
 def test_mtu_and_mss_overrides() -> None:
     t = plan(mtu=1400).tunnels[0]
-    assert (t.mtu, t.mss, t.mss_ipv6, t.mtu_fixed) == (1400, 1360, 1340, True)
-    assert t.mtu_mss_for("aes128gcm16", False).mtu == 1400
+    assert (t.mtu, t.mss, t.mss_ipv6) == (1400, 1360, 1340)
+    assert t.mtu_mss_for("aes128gcm16", False) == MtuMss(1400, 1360, 1340)
     assert "fragmented" not in t.mtu_reason
     assert "fragmented after encryption" in plan(mtu=1440).tunnels[0].mtu_reason
+    # Only the MSS fixed: the MTU still follows the negotiated suite.
     t = plan(mss=1300).tunnels[0]
-    assert (t.mtu, t.mss) == (1406, 1300)
+    assert (t.mtu, t.mss, t.mss_ipv6) == (1406, 1300, 1280)
+    assert t.mtu_mss_for("aes128gcm16", False) == MtuMss(1446, 1300, 1280)
+    t = plan(mtu=1400, mss=1300).tunnels[0]
+    assert t.mtu_mss_for("aes256-sha512", True) == MtuMss(1400, 1300, 1280)
 
 
 def test_dataplane_and_local_address() -> None:
