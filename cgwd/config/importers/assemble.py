@@ -176,8 +176,8 @@ class TunnelDraft:
     def many(self, key: str, convert: Callable[[str], T]) -> tuple[T, ...]:
         """Every value filed under ``key``, converted, duplicates dropped, in file order."""
         raw = self.raw.get(key)
-        if raw is None:
-            return ()
+        if raw is None or not any(text.strip() for text in raw.values):
+            return ()  # an empty value is an absent one (require() refuses it if needed)
         result: list[T] = []
         for text in raw.values:
             try:
