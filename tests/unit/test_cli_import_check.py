@@ -312,3 +312,35 @@ def test_host_notes(tmp_path: Path) -> None:
     loaded = load_configuration(config, aws_loader=FakeLoader({"v.txt": connection()}))
     (note,) = host_notes(loaded, lambda address: str(address) != "10.1.2.3")
     assert "local_address 10.1.2.3 is not configured" in note
+
+
+def test_check_with_describe_vpn_connections_json(tmp_path: Path) -> None:
+    # The importers' sample: vpn-0f5b2f2f59f927ac6's tunnel 2 has customised TunnelOptions
+    # (phase 2 AES256-GCM-16 with DH 14 and 19, lifetime 1800 s); the other connection in the
+    # file keeps its keys in Secrets Manager.
+    sample = REPO / "tests" / "data" / "aws" / "aws-cli-describe-vpn-connections.json"
+    target = tmp_path / "vpn.json"
+    shutil.copyfile(sample, target)
+    target.chmod(0o600)
+    config = tmp_path / "cgwd.toml"
+    config.write_text(
+        '[[connection]]\nname = "j1"\naws_config = "vpn.json"\n'
+        'connection_id = "vpn-0f5b2f2f59f927ac6"\nroutes = ["10.1.0.0/16"]\n'
+    )
+    result = cgwd("check", "--config", config, "--json")
+    assert result.returncode == 0, result.stderr
+    t1, t2 = json.loads(result.stdout)["connections"][0]["tunnels"]
+    assert t2["proposals"]["esp"] == ["aes256gcm16-ecp256-modp2048"]
+    assert (t2["mtu"], t2["mss"]) == (1438, 1398)  # AES-GCM with NAT-T, AWS's table
+    assert t2["phase2"]["lifetime_seconds"] == 1800
+    assert t2["phase2"]["rekey_seconds"] == [1110, 1200]  # 1800 - 270 * 2 - 60 = 1200
+    assert t1["proposals"]["esp"][0].startswith("aes256gcm16-aes128gcm16-ecp521")
+    # Without connection_id the file's two connections are ambiguous.
+    config.write_text('[[connection]]\nname = "j1"\naws_config = "vpn.json"\n')
+    assert_one_line_error(cgwd("check", "--config", config), str(target), "connection id")
+    # The other connection has no keys in the file.
+    config.write_text(
+        '[[connection]]\nname = "j2"\naws_config = "vpn.json"\n'
+        'connection_id = "vpn-0e1f2a3b4c5d6e7f8"\n'
+    )
+    assert_one_line_error(cgwd("check", "--config", config), f"{config}:3:", "pre_shared_keys")
