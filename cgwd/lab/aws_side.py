@@ -644,6 +644,15 @@ exit 0
         ep = self.endpoint(index)
         return ep.charon.initiate(ep.name, timeout=timeout, check=False)
 
+    def rekey(self, index: int, *, ike: bool = False) -> None:
+        """Make the endpoint rekey its CHILD_SA (or, with ``ike``, its IKE_SA) now, as AWS
+        does at a random point of the rekey margin."""
+        ep = self.endpoint(index)
+        if ike:
+            ep.charon.rekey(ike=ep.name)
+        else:
+            ep.charon.rekey(child=ep.name)
+
     def list_sas(self, index: int) -> list[IkeSa]:
         return self.endpoint(index).charon.list_sas()
 
@@ -750,6 +759,9 @@ exit 0
         self.topology.close()
         if self._owns_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+AwsSide = AwsLab  # the name used in contracts.md
 
 
 def teardown(state: Mapping[str, Any]) -> list[str]:

@@ -386,3 +386,37 @@ def test_cli_lab_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert _leftovers(state["prefix"], pids, Path(state["workdir"])) == []
     assert not state_dir.exists() or not any(state_dir.iterdir())
     assert main(["lab", "down", "--state-dir", str(state_dir)]) == 0
+
+
+def test_aws_initiates_and_rekeys(lab: AwsLab, cgw_dir: Path) -> None:
+    cgw = start_cgw(lab, cgw_dir, 2, tunnels=(2,))
+    try:
+        # Startup action "start": the AWS endpoint initiates towards the customer gateway.
+        assert lab.initiate(2)
+        child = lab.wait_tunnel_up(2)
+        ike = next(sa for sa in lab.list_sas(2) if sa.established)
+        assert ike.initiator and ike.version == 2
+        assert cgw.wait_child_up("t2")
+        # AWS-initiated CHILD_SA rekey: new SPIs, traffic keeps flowing.
+        lab.rekey(2)
+        wait_until(
+            lambda: (c := lab.tunnel_child(2)) is not None and c.spi_in != child.spi_in,
+            10,
+            0.2,
+            "rekeyed CHILD_SA",
+        )
+        assert lab.ping("lan", lab.vpc_host_ip)
+        lab.rekey(2, ike=True)
+        wait_until(
+            lambda: any(sa.established and sa.uniqueid != ike.uniqueid for sa in lab.list_sas(2)),
+            10,
+            0.2,
+            "rekeyed IKE_SA",
+        )
+        assert lab.ping("lan", lab.vpc_host_ip)
+        # No secret in what the lab describes or logs.
+        for text in (json.dumps(lab.describe()), lab.log(1), lab.log(2)):
+            assert PSK1 not in text and PSK2 not in text
+    finally:
+        cgw.stop()
+        lab.wait_tunnel_down(2, timeout=10)
