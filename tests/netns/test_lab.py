@@ -20,6 +20,7 @@ from conftest import require_strongswan
 
 from cgwd.cli import main
 from cgwd.config.aws import AwsTunnel, AwsVpnConnection, DeadPeerDetection, PhaseSettings
+from cgwd.config.load import load_configuration
 from cgwd.errors import CgwdError, ConfigError
 from cgwd.lab.aws_profile import EndpointPolicy
 from cgwd.lab.aws_side import AwsLab, LabOptions
@@ -376,6 +377,9 @@ def test_cli_lab_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[st
             main(["lab", "up", "--aws-config", str(aws_file), "--state-dir", str(state_dir)]) == 1
         )
         assert "already up" in capsys.readouterr().err
+        # The generated cgwd.toml is a valid configuration for this lab.
+        loaded = load_configuration(Path(state["cgwd_config"]))
+        assert [str(r) for r in loaded.config.connections[0].routes] == [state["vpc_cidr"]]
         assert main(["lab", "status", "--state-dir", str(state_dir)]) == 0
         assert capsys.readouterr().out.count("charon running") == 2
     finally:
