@@ -100,12 +100,13 @@ class Topology:
             f"{self.prefix}u{secrets.token_hex(2)}",
         )
         ip("link", "add", tmp_a[:IFNAMSIZ], "type", "veth", "peer", "name", tmp_b[:IFNAMSIZ])
-        ip("link", "set", tmp_a[:IFNAMSIZ], "netns", a.name, "name", a_if)
-        ip("link", "set", tmp_b[:IFNAMSIZ], "netns", b.name, "name", b_if)
+        ip("link", "set", "dev", tmp_a[:IFNAMSIZ], "netns", a.name, "name", a_if)
+        ip("link", "set", "dev", tmp_b[:IFNAMSIZ], "netns", b.name, "name", b_if)
         for ns, name in ((a, a_if), (b, b_if)):
             if mtu is not None:
-                ns.ip("link", "set", name, "mtu", str(mtu))
-            ns.ip("link", "set", name, "up")
+                ns.ip("link", "set", "dev", name, "mtu", str(mtu))
+            # "dev": a bare name that abbreviates a keyword ("b" = broadcast) is misparsed.
+            ns.ip("link", "set", "dev", name, "up")
 
     def close(self) -> None:
         """Remove every namespace (and so every veth end inside it). Never raises."""
