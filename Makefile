@@ -66,6 +66,8 @@ install: venv
 	[ -e /etc/cgwd/cgwd.toml ] || install -m 0600 config/cgwd.toml /etc/cgwd/cgwd.toml
 	$(PYTHON) -m pip install --prefix /usr/local .
 	install -m 0644 systemd/cgwd.service /etc/systemd/system/cgwd.service
+	install -D -m 0644 systemd/cgwd.tmpfiles /usr/lib/tmpfiles.d/cgwd.conf
+	-systemd-tmpfiles --create /usr/lib/tmpfiles.d/cgwd.conf
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
