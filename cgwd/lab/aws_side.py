@@ -532,6 +532,7 @@ class AwsLab:
 
     def _updown_script(self, ep: Endpoint) -> str:
         ip = shutil.which("ip") or "/usr/sbin/ip"
+        flock = shutil.which("flock") or "/usr/bin/flock"
         routes = "\n".join(
             f"        {ip} route replace {p} dev ipsec0" for p in self.options.lan_prefixes
         )
@@ -541,6 +542,10 @@ class AwsLab:
 # Installed: the VPC router may send the customer's traffic here (link to vgw up).
 # Last one gone: the link goes down and vgw ignores this next hop.
 STATE={state}
+# One event at a time: a down racing an up (IKEv1 reauthentication, make-before-break)
+# must not leave the link down while an SA is installed.
+exec 9>"$STATE.lock"
+{flock} 9
 case "$PLUTO_VERB" in
     up-client)
         mkdir -p "$STATE"
