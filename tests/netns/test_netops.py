@@ -29,7 +29,8 @@ import pytest
 from conftest import require, require_root
 
 from cgwd.lab.netns import Netns, Topology
-from cgwd.net.base import RTPROT_CGWD, MssClamp, NetOpsError, Nexthop, RouteSpec
+from cgwd.net.base import RTPROT_CGWD, MssClamp, NetOps, NetOpsError, Nexthop, RouteSpec
+from cgwd.net.fake import FakeNetOps
 from cgwd.net.nft import Nft, mss_clamp_document
 from cgwd.net.pyroute import PyrouteNetOps
 from cgwd.net.routes import TunnelRoutes, plan_routes
@@ -316,3 +317,84 @@ def test_cleanup_removes_only_what_cgwd_owns(lab: Lab) -> None:
         assert [r["dst"] for r in static] == ["10.50.0.0/16"]
     finally:
         lab.r.ip("route", "del", "10.50.0.0/16", "dev", "t1", check=False)
+
+
+# -- one contract, two implementations ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def kernel_pair() -> Iterator[PyrouteNetOps]:
+    require_root()
+    topo = Topology()
+    try:
+        k = topo.add_netns("k")
+        peer = topo.add_netns("kp")
+        topo.link(k, "x1", peer, "y1")
+        topo.link(k, "x2", peer, "y2")
+        net = PyrouteNetOps(k.name)
+        yield net
+        net.close()
+    finally:
+        topo.close()
+
+
+@pytest.fixture(params=["fake", "kernel"])
+def netops(request: pytest.FixtureRequest) -> Iterator[NetOps]:
+    if request.param == "fake":
+        fake = FakeNetOps()
+        fake.add_link("x1")
+        fake.add_link("x2")
+        yield fake
+        return
+    net: PyrouteNetOps = request.getfixturevalue("kernel_pair")
+    yield net
+    net.cleanup_leftovers()
+
+
+def test_conformance_routes(netops: NetOps) -> None:
+    assert netops.link_exists("x1") and not netops.link_exists("nope0")
+    first = RouteSpec(VPC, (Nexthop("x1"),), 10)
+    moved = RouteSpec(VPC, (Nexthop("x2"),), 10)
+    standby = RouteSpec(VPC, (Nexthop("x2"),), 11)
+    ecmp = RouteSpec(ip_network("10.98.0.0/16"), (Nexthop("x1"), Nexthop("x2", weight=2)), 10)
+    for route in (first, moved, standby, ecmp):
+        netops.replace_route(route)
+    assert sorted(netops.list_routes(), key=lambda r: r.describe()) == sorted(
+        [moved, standby, ecmp], key=lambda r: r.describe()
+    )
+    netops.replace_route(RouteSpec(ecmp.destination, (Nexthop("x1"),), 10))
+    netops.delete_route(standby)
+    netops.delete_route(standby)
+    assert sorted(netops.list_routes(), key=lambda r: r.describe()) == sorted(
+        [moved, RouteSpec(ecmp.destination, (Nexthop("x1"),), 10)], key=lambda r: r.describe()
+    )
+    report = netops.cleanup_leftovers()
+    assert len(report.routes) == 2
+    assert netops.list_routes() == []
+    assert netops.cleanup_leftovers().empty
+
+
+def test_conformance_errors(netops: NetOps) -> None:
+    with pytest.raises(NetOpsError):
+        netops.set_mtu("nope0", 1400)
+    with pytest.raises(NetOpsError):
+        netops.replace_route(RouteSpec(VPC, (Nexthop("nope0"),)))
+    with pytest.raises(NetOpsError):
+        netops.set_address("x1", IPv4Interface("169.254.30.2/30"), IPv4Address("169.254.31.1"))
+    with pytest.raises(NetOpsError):
+        netops.set_rp_filter("x1", 3)
+    with pytest.raises(NetOpsError):
+        netops.apply_mss_clamp([MssClamp("x1", 1398), MssClamp("x1", 1300)])
+
+
+def test_conformance_clamp_and_links(netops: NetOps) -> None:
+    netops.set_address("x1", IPv4Interface("169.254.30.2/30"), IPv4Address("169.254.30.1"))
+    netops.set_address("x1", IPv4Interface("169.254.30.2/30"), IPv4Address("169.254.30.1"))
+    netops.set_mtu("x1", 1438)
+    netops.set_link_up("x1", True)
+    netops.set_rp_filter("x1")
+    netops.apply_mss_clamp([MssClamp("x1", 1398)])
+    netops.apply_mss_clamp([MssClamp("x1", 1398)])
+    assert netops.cleanup_leftovers().nft_table
+    assert not netops.cleanup_leftovers().nft_table
+    netops.remove_mss_clamp()  # absent: fine
