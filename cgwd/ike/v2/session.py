@@ -335,10 +335,11 @@ class IkeSession:
         child.state = ChildState.GONE
         del self.children[child.child_id]
         self.emit(ChildSaRemoved(child.child_id, sa_ids, reason))
-        # If it was the SA we send on, make sure a surviving successor sends.
-        for other in self.children.values():
-            if other.rekeyed_from == child.child_id and not other.out_installed:
-                self._outbound_ready(other)
+        # If it was the SA we send on, the designated successor (never a redundant one)
+        # takes over now.
+        successor = None if child.successor is None else self.children.get(child.successor)
+        if successor is not None:
+            self._outbound_ready(successor)
 
     def child_rekey_finished(self, old: ChildSa, new: ChildSa, now: float) -> None:
         """Our CREATE_CHILD_SA(REKEY_SA) for ``old`` completed with ``new``."""
@@ -380,10 +381,7 @@ class IkeSession:
         )
 
     def child_deleted_by_peer(self, child: ChildSa, now: float) -> None:
-        successor = None if child.successor is None else self.children.get(child.successor)
         self.remove_child(child, "deleted by peer")
-        if successor is not None:
-            self._outbound_ready(successor)
         if not self._live_children() and self._current is not None:
             self.log("child_deleted", "peer deleted the Child SA; creating a new one")
             self._child_retry_at = now + CHILD_RECREATE_DELAY

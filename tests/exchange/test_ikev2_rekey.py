@@ -1,0 +1,115 @@
+"""CREATE_CHILD_SA in memory: Child and IKE SA rekeys from either side, collisions decided
+by the nonce rule, make-before-break with a continuous packet stream."""
+
+from __future__ import annotations
+
+import pytest
+from ikev2_pair import AWS_IP, CGW_IP, Pair, config_for
+
+from cgwd.ike.events import ChildSaInstalled, IkeEstablished
+from cgwd.ike.v2.sa import IkeSessionConfig
+
+
+def _cfg(local: str, remote: str, child: float, ike: float, **kw: object) -> IkeSessionConfig:
+    return config_for(
+        local,
+        remote,
+        child_rekey_time=child,
+        child_lifetime=child * 3,
+        ike_rekey_time=ike,
+        ike_lifetime=ike * 3,
+        rekey_jitter=0.0,
+        dpd_delay=1000.0,
+        **kw,
+    )
+
+
+def _pair(cgw: tuple[float, float], aws: tuple[float, float], seed: int = 1) -> Pair:
+    return Pair(_cfg(CGW_IP, AWS_IP, *cgw), _cfg(AWS_IP, CGW_IP, *aws), seed=seed)
+
+
+def _one_matching_child(pair: Pair) -> tuple[int, int]:
+    c, a = pair.cgw.session.status(), pair.aws.session.status()
+    assert len(c["children"]) == 1 and len(a["children"]) == 1, (c["children"], a["children"])
+    cc, ac = c["children"][0], a["children"][0]
+    assert cc["spi_in"] == ac["spi_out"] and cc["spi_out"] == ac["spi_in"]
+    assert c["ike"]["spi_i"] == a["ike"]["spi_i"] and c["ike"]["spi_r"] == a["ike"]["spi_r"]
+    # Exactly the current SAs are installed on each side.
+    for ep in (pair.cgw, pair.aws):
+        assert len(ep.installed()) == 2, ep.installed()
+    return int(cc["spi_in"], 16), int(cc["spi_out"], 16)
+
+
+@pytest.mark.parametrize("side", ["cgw", "aws"])
+def test_child_rekey_from_either_side_loses_nothing(side: str) -> None:
+    fast, slow = (100.0, 10_000.0), (10_000.0, 10_000.0)
+    pair = _pair(fast if side == "cgw" else slow, fast if side == "aws" else slow)
+    pair.establish()
+    before = _one_matching_child(pair)
+    pair.run_for(150)
+    after = _one_matching_child(pair)
+    assert set(before).isdisjoint(after)
+    rekeyer = pair.cgw if side == "cgw" else pair.aws
+    assert "child_rekeyed" in rekeyer.log_names()
+    # PFS: the rekeyed child used a DH group (the strongest both offer: ECP-521).
+    assert rekeyer.session.status()["children"][0]["pfs_group"] == 21
+    assert pair.lost_packets == 0 and pair.sent_packets > 10
+    installs = [e for e in rekeyer.events if isinstance(e, ChildSaInstalled)]
+    assert installs[-1].rekey_of is not None
+
+
+def test_repeated_rekeys_of_both_kinds_from_both_sides() -> None:
+    pair = _pair((100.0, 330.0), (140.0, 470.0))
+    pair.establish()
+    pair.run_for(2000)
+    _one_matching_child(pair)
+    c_names, a_names = pair.cgw.log_names(), pair.aws.log_names()
+    assert c_names.count("child_rekeyed") >= 10 and a_names.count("child_rekeyed") >= 10
+    assert c_names.count("ike_rekeyed") >= 5
+    assert pair.lost_packets == 0
+    assert not pair.cgw.downs() and not pair.aws.downs()
+    assert len(pair.cgw.session.ike_sas) == 1 and len(pair.aws.session.ike_sas) == 1
+
+
+def test_child_rekey_collision_keeps_one_child_for_every_nonce_order() -> None:
+    deleted_by: set[str] = set()
+    for seed in range(1, 9):
+        pair = _pair((100.0, 10_000.0), (100.0, 10_000.0), seed=seed)
+        pair.establish()
+        pair.run_for(150)
+        _one_matching_child(pair)
+        for ep in (pair.cgw, pair.aws):
+            assert "child_rekey_collision" in ep.log_names(), ep.log_names()
+            if "redundant_child_deleted" in ep.log_names():
+                deleted_by.add(ep.name)
+        assert pair.lost_packets == 0, seed
+        assert not pair.cgw.downs() and not pair.aws.downs()
+        # The tunnel keeps working: the next rekey is an ordinary one.
+        pair.run_for(120)
+        _one_matching_child(pair)
+    # Both orderings of the four nonces occurred and each side lost the tie-break sometimes.
+    assert deleted_by == {"cgw", "aws"}
+
+
+def test_ike_rekey_from_either_side_and_collision() -> None:
+    for cgw_ike, aws_ike in ((100.0, 10_000.0), (10_000.0, 100.0), (100.0, 100.0)):
+        for seed in (1, 2, 3):
+            pair = _pair((10_000.0, cgw_ike), (10_000.0, aws_ike), seed=seed)
+            pair.establish()
+            first = pair.cgw.session.status()["ike"]["spi_i"]
+            pair.run_for(150)
+            child = _one_matching_child(pair)
+            assert pair.cgw.session.status()["ike"]["spi_i"] != first
+            assert len(pair.cgw.session.ike_sas) == 1 and len(pair.aws.session.ike_sas) == 1
+            rekeys = [e for e in pair.cgw.events if isinstance(e, IkeEstablished) and e.rekey]
+            assert rekeys
+            assert not pair.cgw.downs() and not pair.aws.downs()
+            if cgw_ike == aws_ike:  # both rekeyed at once: one redundant IKE SA deleted
+                names = pair.cgw.log_names() + pair.aws.log_names()
+                assert "ike_rekey_collision" in names
+                assert names.count("redundant_ike_deleted") == 1
+            # Children moved over and the new IKE SA carries further exchanges.
+            pair.cgw.session.children[next(iter(pair.cgw.session.children))].rekey_at = pair.now
+            pair.run_for(5)
+            assert _one_matching_child(pair) != child
+            assert pair.lost_packets == 0
