@@ -185,7 +185,7 @@ def decode_header(data: bytes | memoryview) -> Header:
 def _decode_payload(ptype: int, critical: bool, body: bytes) -> Payload:
     cls = PAYLOAD_CLASSES.get(ptype)
     if cls is not None:
-        return cls.decode_body(body)  # type: ignore[union-attr]
+        return cls.decode_body(body)
     if ptype not in RFC7296_PAYLOAD_TYPES and critical:
         raise UnsupportedCritical(ptype)
     # §2.5: an unrecognized non-critical payload is skipped; we keep it so the message

@@ -575,7 +575,7 @@ class UnknownPayload:
         return self.data
 
 
-Payload = (
+KnownPayload = (
     SaPayload
     | KePayload
     | NoncePayload
@@ -588,10 +588,13 @@ Payload = (
     | TsrPayload
     | VendorIdPayload
     | CertReqPayload
-    | UnknownPayload
 )
+"""A payload with its own body codec (``decode_body``/``encode_body``)."""
 
-PAYLOAD_CLASSES: dict[int, type[Payload]] = {
+Payload = KnownPayload | UnknownPayload
+"""Anything `cgwd.ike.v2.message.Message.payloads` may hold."""
+
+PAYLOAD_CLASSES: dict[int, type[KnownPayload]] = {
     cls.payload_type: cls
     for cls in (
         SaPayload,
