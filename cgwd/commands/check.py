@@ -21,6 +21,7 @@ from typing import Any
 
 from cgwd.config.load import LoadedConfiguration, load_configuration
 from cgwd.config.model import Dataplane
+from cgwd.config.proposals import STRONGSWAN_DH, esp_suite_name
 from cgwd.config.tunnel_plan import RekeyPlan, TunnelPlan
 
 DEFAULT_CONFIG = Path("/etc/cgwd/cgwd.toml")
@@ -260,7 +261,16 @@ def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
                 label = f"IKEv1 ({len(t.proposals.ikev1)})"
             for i, text in enumerate(ike_lines):
                 out.append(_row(label if i == 0 else "", text))
-            for i, text in enumerate(t.proposals.esp_strongswan().split(",")):
+            if t.ike_version == "ikev2":
+                esp_lines = t.proposals.esp_strongswan().split(",")
+            else:
+                suites = [esp_suite_name(*suite) for suite in t.proposals.esp_suites()]
+                groups = "-".join(STRONGSWAN_DH[g] for g in t.proposals.esp[0].dh_groups)
+                esp_lines = [
+                    ", ".join(suites),
+                    f"PFS: phase 1's group if one of {groups}, else the first",
+                ]
+            for i, text in enumerate(esp_lines):
                 out.append(_row("ESP proposals" if i == 0 else "", text))
             out.append(_row("dataplane", f"{dataplane} ({why})"))
         for warning in c.warnings:

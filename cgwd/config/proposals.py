@@ -246,9 +246,33 @@ class ProposalSet:
             return ",".join(t.strongswan() for t in self.ikev1)
         return ",".join(p.strongswan() for p in self.ike)
 
-    def esp_strongswan(self) -> str:
-        """The ESP proposals as a strongSwan ``esp_proposals =`` value."""
+    def esp_strongswan(self, pfs_group: int | None = None) -> str:
+        """The ESP proposals as a strongSwan ``esp_proposals =`` value.
+
+        For IKEv1 these are the Quick Mode transforms of `ikev1_esp` with PFS group
+        ``pfs_group`` (default: the strongest offered): strongSwan, like the IKEv1 wire
+        format, uses only the first algorithm of each type of an IKEv1 proposal.
+        """
+        if self.ike_version == "ikev1":
+            return ",".join(p.strongswan() for p in self.ikev1_esp(pfs_group))
         return ",".join(p.strongswan() for p in self.esp)
+
+    def ikev1_esp(self, pfs_group: int | None = None) -> tuple[EspProposal, ...]:
+        """IKEv1 Quick Mode offer: one transform per cipher (x integrity), all with one PFS
+        group (a Quick Mode carries a single KE payload, RFC 2409 §5.5), strongest first.
+        An IKEv1 transform holds one ESP transform id and one authentication algorithm
+        attribute (RFC 2407 §4.5), so lists must be expanded.
+
+        Raises:
+            ProposalError: ``pfs_group`` is not one of the phase 2 groups offered.
+        """
+        group = pfs_group if pfs_group is not None else self.esp[0].dh_groups[0]
+        if group not in self.esp[0].dh_groups:
+            raise ProposalError(f"phase 2 DH group {group} is not allowed on this tunnel")
+        return tuple(
+            EspProposal((encryption,), () if integrity is None else (integrity,), (group,))
+            for encryption, integrity in self.esp_suites()
+        )
 
     def esp_suites(self) -> tuple[tuple[str, str | None], ...]:
         """Every (encryption, integrity) ESP pair that may be negotiated."""

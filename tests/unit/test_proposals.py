@@ -218,3 +218,25 @@ def test_ikev1_quick_mode_uses_one_pfs_group() -> None:
     only_14 = replace(phase(life=3600), dh_groups_allowed=(14, 5), dh_group=14)
     ps = proposals_for(restricted(T, p2=only_14), "ikev1", fmt="aws-cli-json")
     assert quick_mode_pfs_group(ps, 20) == 14
+
+
+def test_ikev1_quick_mode_transforms_are_expanded_with_one_group() -> None:
+    ps = proposals_for(T, "ikev1")
+    # One IKEv1 transform per cipher (x integrity): strongSwan and RFC 2407 take only the
+    # first algorithm of each type from a proposal.
+    assert ps.esp_strongswan(14).split(",") == [
+        "aes256gcm16-modp2048",
+        "aes128gcm16-modp2048",
+        "aes256-sha512-modp2048",
+        "aes256-sha384-modp2048",
+        "aes256-sha256-modp2048",
+        "aes256-sha1-modp2048",
+        "aes128-sha512-modp2048",
+        "aes128-sha384-modp2048",
+        "aes128-sha256-modp2048",
+        "aes128-sha1-modp2048",
+    ]
+    assert ps.esp_strongswan().endswith("aes128-sha1-ecp521")
+    assert all(len(p.dh_groups) == 1 for p in ps.ikev1_esp(2))
+    with pytest.raises(ProposalError, match="group 1 is not allowed"):
+        ps.ikev1_esp(1)
