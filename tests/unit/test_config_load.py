@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import string
+import tomllib
 from dataclasses import replace
 from ipaddress import IPv4Network
 from pathlib import Path
@@ -533,3 +534,48 @@ def test_every_key_is_documented_in_the_reference() -> None:
         for name, field in model.model_fields.items():
             assert f"`{name}`" in reference, f"{name} is not in docs/configuration.md"
             assert field.description, f"{model.__name__}.{name} has no attribute docstring"
+
+
+# A TOML writer for the property test: tables of keys with awkward values.
+KEY = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
+AWKWARD = st.sampled_from(
+    ['"a = b"', '"[x]"', "'[[y]]'", '"#"', '"""\nk = 1\n[t]\n"""', "'''\n[[connection]]\n'''", "1"]
+)
+
+
+@st.composite
+def documents(draw: st.DrawFn) -> tuple[str, dict[tuple[str | int, ...], int]]:
+    lines: list[str] = []
+    expected: dict[tuple[str | int, ...], int] = {}
+
+    def emit_keys(prefix: tuple[str | int, ...]) -> None:
+        for key in draw(st.lists(KEY, max_size=4, unique=True)):
+            expected[(*prefix, key)] = len(lines) + 1
+            if draw(st.booleans()):
+                items = draw(st.lists(AWKWARD, max_size=3))
+                lines.append(f"{key} = [  # ]")
+                for item in items:
+                    lines.extend(f"  {item},".splitlines())
+                lines.append("]")
+            else:
+                lines.extend(f"{key} = {draw(AWKWARD)}  # x = 1".splitlines())
+
+    emit_keys(())
+    lines.append("[daemon]")
+    expected[("daemon",)] = len(lines)
+    emit_keys(("daemon",))
+    for index in range(draw(st.integers(0, 3))):
+        lines.append("  [[connection]]  # comment")
+        expected[("connection", index)] = len(lines)
+        emit_keys(("connection", index))
+    return "\n".join(lines) + "\n", expected
+
+
+@settings(max_examples=200, deadline=None)
+@given(documents())
+def test_key_lines_find_every_key(doc: tuple[str, dict[tuple[str | int, ...], int]]) -> None:
+    text, expected = doc
+    tomllib.loads(text)  # the generator writes valid TOML
+    lines = KeyLines(text)
+    for path, line in expected.items():
+        assert lines.exact(path) == line, (path, text)
