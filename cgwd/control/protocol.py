@@ -252,3 +252,34 @@ def parse_reply(line: bytes) -> Reply:
     if "result" not in doc:
         raise ValueError("reply has neither result nor error")
     return Reply(doc["id"], result=doc["result"])
+
+
+@dataclass(frozen=True)
+class TunnelTarget:
+    """What ``initiate``/``terminate``/``rekey`` act on."""
+
+    connection: str
+    tunnel: int | None = None  # None: both tunnels
+    sa: str = "child"  # rekey only: "child" or "ike"
+
+
+def parse_tunnel_target(params: dict[str, Any], *, rekey: bool = False) -> TunnelTarget:
+    """Validate the params of ``initiate``/``terminate`` (``rekey`` when ``rekey``).
+
+    Raises:
+        ControlError: INVALID_PARAMS, naming the offending member.
+    """
+    allowed = {"connection", "tunnel", "sa"} if rekey else {"connection", "tunnel"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ControlError(ErrorCode.INVALID_PARAMS, f"unknown parameter {_short(unknown[0])!r}")
+    connection = params.get("connection")
+    if not isinstance(connection, str) or not connection:
+        raise ControlError(ErrorCode.INVALID_PARAMS, '"connection" must be a connection name')
+    tunnel = params.get("tunnel")
+    if tunnel is not None and (type(tunnel) is not int or tunnel not in (1, 2)):
+        raise ControlError(ErrorCode.INVALID_PARAMS, '"tunnel" must be 1 or 2')
+    sa = params.get("sa", "child")
+    if sa not in ("child", "ike"):
+        raise ControlError(ErrorCode.INVALID_PARAMS, '"sa" must be "child" or "ike"')
+    return TunnelTarget(connection[:64], tunnel, sa)

@@ -16,11 +16,13 @@ from cgwd.control.protocol import (
     ErrorCode,
     LineFramer,
     Request,
+    TunnelTarget,
     encode_error,
     encode_request,
     encode_result,
     parse_reply,
     parse_request,
+    parse_tunnel_target,
 )
 
 
@@ -133,3 +135,27 @@ def test_replies_round_trip() -> None:
     for bad in (b"[]", b'{"id": 1}', b'{"id": 1, "error": {"code": "x", "message": "m"}}', b"{"):
         with pytest.raises(ValueError):
             parse_reply(bad)
+
+
+def test_tunnel_targets() -> None:
+    assert parse_tunnel_target({"connection": "vpc01"}) == TunnelTarget("vpc01")
+    assert parse_tunnel_target({"connection": "vpc01", "tunnel": 2}) == TunnelTarget("vpc01", 2)
+    assert parse_tunnel_target(
+        {"connection": "vpc01", "tunnel": 1, "sa": "ike"}, rekey=True
+    ) == TunnelTarget("vpc01", 1, "ike")
+    for bad in (
+        {},
+        {"connection": ""},
+        {"connection": 5},
+        {"connection": "a", "tunnel": 3},
+        {"connection": "a", "tunnel": True},
+        {"connection": "a", "tunnel": "1"},
+        {"connection": "a", "tunnel": 1.0},
+        {"connection": "a", "sa": "ike"},  # not for initiate/terminate
+        {"connection": "a", "x": 1},
+    ):
+        with pytest.raises(ControlError) as info:
+            parse_tunnel_target(bad)
+        assert info.value.code == ErrorCode.INVALID_PARAMS
+    with pytest.raises(ControlError):
+        parse_tunnel_target({"connection": "a", "sa": "esp"}, rekey=True)
