@@ -218,10 +218,9 @@ class ConnectionConfig(_Frozen):
     more."""
 
     local_address: Ipv4Addr | None = None
-    """Source address for IKE and ESP. Defaults to the customer gateway outside address in
-    the AWS file when it is configured here, else the kernel's choice for the route to each
-    AWS endpoint. Behind NAT, give the private address; the IKE identity stays the public
-    one from the AWS file."""
+    """Source address for IKE and ESP. Default: the kernel's choice, the source of the route
+    to each AWS endpoint. Behind NAT, give the private address; the IKE identity stays the
+    customer gateway's public address from the AWS file."""
 
     dataplane: Annotated[Dataplane, BeforeValidator(_strict_str)] | None = None
     """Overrides ``[daemon] dataplane`` for this connection."""
@@ -379,8 +378,6 @@ _UNROUTABLE = (
 
 class CgwdConfig(_Frozen):
     """The whole configuration file."""
-
-    model_config = ConfigDict(populate_by_name=True)
 
     daemon: DaemonConfig = DaemonConfig()
     """The ``[daemon]`` table."""
