@@ -25,6 +25,24 @@ from cgwd.secret import Secret
 PSK = "Rx7.hunter2_secretPSK"
 
 
+@pytest.fixture(autouse=True)
+def restore_cgwd_logger() -> Iterator[None]:
+    """configure_logging changes the "cgwd" logger process-wide: put it back, so later
+    tests (caplog relies on propagation) see the usual logging setup."""
+    logger = logging.getLogger("cgwd")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        yield
+    finally:
+        for handler in logger.handlers:
+            if handler not in saved[0]:
+                logger.removeHandler(handler)
+                handler.close()
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+        forget_secrets()
+
+
 @pytest.fixture
 def text_log() -> Iterator[io.StringIO]:
     stream = io.StringIO()
