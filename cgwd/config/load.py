@@ -260,7 +260,9 @@ def _validation_error(exc: ValidationError, source: Path, lines: KeyLines) -> Co
         # A missing key has no line of its own: point at its table.
         line = lines.line_of(loc[:-1] if missing_key else loc)
         found.append((line or 0, loc, message))
-    found.sort(key=lambda item: item[0])
+    # By line; problems without a line (a missing table) last: they are often the echo of
+    # a misspelt one, which has a line and a suggestion.
+    found.sort(key=lambda item: item[0] or 1 << 30)
     line, loc, message = found[0]
     if len(found) > 1:
         message += f" (and {len(found) - 1} more problem{'s' if len(found) > 2 else ''})"

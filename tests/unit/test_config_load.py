@@ -214,6 +214,12 @@ def test_relative_control_socket_and_aws_config_follow_the_config_file() -> None
         ("connection = []\n", 1, "connection", "at least one [[connection]]"),
         ("connection = 5\n", 1, "connection", "list"),
         ('source = "/x"\n' + MINIMAL, 1, "source", "unknown key"),
+        (
+            MINIMAL.replace("[[connection]]", "[[connections]]"),
+            1,
+            "connections",
+            "did you mean connection?",
+        ),
         (MINIMAL.replace('"vpn.txt"', '""'), 3, "connection[0].aws_config", "file name"),
         (MINIMAL.replace('"vpn.txt"', "[]"), 3, "connection[0].aws_config", "string"),
         (
