@@ -154,8 +154,8 @@ def openssl_speed(cipher: str = "aes-128-gcm", seconds: int = 1) -> dict[str, fl
     if not figures:  # older output format: "aes-128-gcm  1234.5k ..."
         match = re.search(rf"^{re.escape(cipher)}\s+(.*)$", result.stdout, re.MULTILINE | re.I)
         if match:
-            values = [float(v.rstrip("k")) / 1e3 for v in match.group(1).split()]
-            figures = dict(zip(["16", "64", "256", "1024", "8192", "16384"], values, strict=False))
+            rates = [float(v.rstrip("k")) / 1e3 for v in match.group(1).split()]
+            figures = dict(zip(["16", "64", "256", "1024", "8192", "16384"], rates, strict=False))
     return figures
 
 

@@ -158,7 +158,7 @@ sock.sendto(struct.pack("!HHHH", 4500, 4500, 8 + len(payload), 0) + payload, (sy
 def _icmp_checksum(data: bytes) -> int:
     if len(data) % 2:
         data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF

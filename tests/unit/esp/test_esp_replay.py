@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from cgwd.esp import DropReason, InboundSa, OutboundSa, ReplayWindow, suite_by_name
 from cgwd.esp.replay import DEFAULT_WINDOW
+from cgwd.esp.sa import DEFAULT_REKEY_MARGIN
 from cgwd.secret import Secret
 
 U32 = 0xFFFFFFFF
@@ -168,11 +169,13 @@ def test_window_matches_set_model(size: int, steps: list[int]) -> None:
         assert window.top == model.top
 
 
-def _pair(name: str, esn: bool, last_seq: int, **kw: int) -> tuple[OutboundSa, InboundSa]:
+def _pair(
+    name: str, esn: bool, last_seq: int, rekey_margin: int = DEFAULT_REKEY_MARGIN
+) -> tuple[OutboundSa, InboundSa]:
     suite = suite_by_name(name)
     keymat = Secret(bytes(range(suite.keymat_bytes)))
     return (
-        OutboundSa(0x4242, suite, keymat, esn=esn, last_seq=last_seq, **kw),
+        OutboundSa(0x4242, suite, keymat, esn=esn, last_seq=last_seq, rekey_margin=rekey_margin),
         InboundSa(0x4242, suite, keymat, esn=esn, replay_window=64),
     )
 
