@@ -11,7 +11,7 @@ line, XML element or JSON path.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Interface, IPv4Network
 from typing import TypeVar
@@ -28,7 +28,7 @@ from cgwd.config.aws import (
 from cgwd.config.importers import normalise as norm
 from cgwd.config.importers.validate import Problem, connection_problems, connection_warnings
 from cgwd.errors import ConfigError
-from cgwd.secret import Secret
+from cgwd.secret import REDACTED, Secret
 
 T = TypeVar("T")
 
@@ -116,17 +116,41 @@ class Raw:
     origin: Origin
 
 
+class _Secrets(set[str]):
+    """Values to scrub from messages; too-short ones would only garble them (and an
+    invalid key of a few characters says little)."""
+
+    MIN_LENGTH = 6
+
+    def add(self, value: str) -> None:
+        if len(value.strip()) >= self.MIN_LENGTH:
+            super().add(value.strip())
+
+    def update(self, *values: Iterable[str]) -> None:
+        for iterable in values:
+            for value in iterable:
+                self.add(value)
+
+
 class Reporter:
-    """Makes the importer's ConfigErrors: ``FORMAT: tunnel N: LABEL: what is wrong``."""
+    """Makes the importer's ConfigErrors: ``FORMAT: tunnel N: LABEL: what is wrong``.
+
+    Messages never quote a value filed as a PSK, but a key pasted into the wrong field
+    would be quoted as that field's value: every PSK seen so far is also scrubbed from
+    every message, as a second line of defence.
+    """
 
     def __init__(self, fmt: FormatName, source: str) -> None:
         self.format = fmt
         self.source = source
+        self.secrets = _Secrets()
 
     def error(
         self, message: str, *, origin: Origin | None = None, tunnel: int | None = None
     ) -> ConfigError:
         where = f"{self.format}: " if tunnel is None else f"{self.format}: tunnel {tunnel}: "
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            message = message.replace(secret, REDACTED)
         return ConfigError(
             where + message,
             source=self.source,
@@ -147,6 +171,8 @@ class TunnelDraft:
     def put(self, key: str, value: str | Sequence[str], origin: Origin) -> None:
         """File ``value`` under ``key``; the same key twice must carry the same value."""
         values = (value,) if isinstance(value, str) else tuple(value)
+        if key in SECRET_KEYS:
+            self.reporter.secrets.update(values)
         old = self.raw.get(key)
         if old is not None and old.values != values:
             where = f"line {old.origin.line}" if old.origin.line else old.origin.label

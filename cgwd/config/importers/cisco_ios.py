@@ -252,6 +252,9 @@ def parse(text: str, *, source: str) -> AwsVpnConnection:
             blocks[-1][2].append(line)
         else:
             header.append(line)
+        words = line.text.split()
+        if len(words) > 1 and words[0] == "pre-shared-key":
+            reporter.secrets.add(words[-1])  # known before any error can quote it
     ids = read_ids(reporter, header)
     readers = []
     for expected, (number, banner, lines) in enumerate(blocks, start=1):

@@ -119,6 +119,21 @@ def _load(text: str, reporter: a.Reporter) -> Any:
         raise reporter.error("JSON nested too deeply") from None
 
 
+def _collect_secrets(doc: Any, reporter: a.Reporter) -> None:
+    """Register every ``PreSharedKey`` string, so no error can quote one (iterative: the
+    document may be nested as deep as the JSON decoder allows)."""
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            psk = node.get("PreSharedKey")
+            if isinstance(psk, str) and psk.strip():
+                reporter.secrets.add(psk)
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
 def _pick(doc: Any, j: _Json, connection_id: str | None) -> tuple[dict[str, Any], str]:
     """The chosen connection object and its JSON path."""
     root = j.object(doc, "$")
@@ -196,7 +211,8 @@ def _apply_options(
         xml_psk = draft.raw.get(a.PSK)
         if xml_psk is not None and xml_psk.values != (psk,):
             raise j.fail(where, "PreSharedKey differs from the XML's pre_shared_key", draft.index)
-        draft.raw[a.PSK] = a.Raw((psk,), a.Origin("PreSharedKey", element=where))
+        draft.raw.pop(a.PSK, None)
+        draft.put(a.PSK, psk, a.Origin("PreSharedKey", element=where))
 
 
 def _cross_check_ipv6(j: _Json, draft: a.TunnelDraft, text: str, where: str) -> None:
@@ -230,7 +246,9 @@ def parse(text: str, *, source: str, connection_id: str | None = None) -> AwsVpn
     """
     reporter = a.Reporter(FORMAT, source)
     j = _Json(reporter)
-    conn, path = _pick(_load(text, reporter), j, connection_id)
+    doc = _load(text, reporter)
+    _collect_secrets(doc, reporter)
+    conn, path = _pick(doc, j, connection_id)
     ids = {}
     for key, kind in (
         ("VpnConnectionId", "vpn"),

@@ -177,6 +177,9 @@ def read(text: str, reporter: a.Reporter, *, prefix: str = "") -> XmlConnection:
     Raises ConfigError only.
     """
     root = _parse_xml(text, reporter, prefix)
+    reporter.secrets.update(
+        psk for element in root.iter("pre_shared_key") if (psk := (element.text or "").strip())
+    )
     base = f"{prefix}/vpn_connection"
     ids: dict[str, str | None] = {}
     for name, kind, value in (

@@ -201,6 +201,12 @@ def parse(text: str, *, source: str) -> AwsVpnConnection:
     """The connection in a generic text download. Raises ConfigError only."""
     reporter = a.Reporter(FORMAT, source)
     header, blocks, footer = _split(clean_lines(text))
+    reporter.secrets.update(
+        field.value
+        for block in blocks
+        for field in tokenize(block.lines)
+        if field.label == "pre-shared key" and field.value
+    )
     ids = read_ids(reporter, header)
     for expected, block in enumerate(blocks, start=1):
         if block.number != expected or expected > 2:

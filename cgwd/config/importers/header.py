@@ -36,7 +36,9 @@ def id_problem(prefix: str, value: str) -> str | None:
     """Why ``value`` is not an EC2 id with ``prefix`` (``vpn``, ``cgw`` ...), or None."""
     kind, dash, digits = value.partition("-")
     if kind != prefix or not dash or len(digits) not in ID_LENGTHS or set(digits) - HEX_DIGITS:
-        return f"{value!r} is not a {prefix}-… id ({prefix}- and 8 or 17 hex digits)"
+        # A value without a dash could be a pre-shared key pasted here: do not quote it.
+        shown = repr(value[:40]) if dash else f"a {len(value)}-character value"
+        return f"{shown} is not a {prefix}-… id ({prefix}- and 8 or 17 hex digits)"
     return None
 
 

@@ -41,11 +41,18 @@ def _banner(line: Line) -> int | None:
     return None
 
 
-def split_sections(lines: Iterable[Line]) -> tuple[list[Line], list[Section]]:
-    """The lines before the first ``IPSEC Tunnel #N`` banner, and each tunnel's section."""
+def split_sections(reporter: a.Reporter, lines: Iterable[Line]) -> tuple[list[Line], list[Section]]:
+    """The lines before the first ``IPSEC Tunnel #N`` banner, and each tunnel's section.
+
+    Every ``: PSK "…"`` value is registered with ``reporter`` first, so that no error
+    raised while reading the sections can quote a key pasted into another field.
+    """
     header: list[Line] = []
     sections: list[Section] = []
     for line in lines:
+        _, colon, rest = line.text.partition(":")
+        if colon and rest.split()[:1] == ["PSK"]:
+            reporter.secrets.add(rest.split(maxsplit=1)[-1].strip().strip('"'))
         number = _banner(line)
         if number is not None:
             sections.append(Section(number, line, []))

@@ -126,7 +126,7 @@ def _tunnel(reporter: a.Reporter, section: ipsec_conf.Section) -> a.TunnelDraft:
 def parse(text: str, *, source: str) -> AwsVpnConnection:
     """The connection in a strongSwan download. Raises ConfigError only."""
     reporter = a.Reporter(FORMAT, source)
-    header, sections = ipsec_conf.split_sections(clean_lines(text))
+    header, sections = ipsec_conf.split_sections(reporter, clean_lines(text))
     ids = read_ids(reporter, header)
     ipsec_conf.check_numbering(reporter, sections)
     return a.build_connection(
