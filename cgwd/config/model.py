@@ -5,9 +5,9 @@ user input. The attribute docstrings below are the options reference: `docs/conf
 follows them, and a unit test checks that every field is documented there.
 
 The model checks everything that can be checked without reading the AWS downloads (types,
-ranges, names, duplicates). What needs the AWS file (routes against inside ranges, endpoint
-clashes, lifetimes against the file) is checked when the plan is built
-(`cgwd.config.tunnel_plan`).
+ranges, names, duplicates, routes). What needs the AWS file (endpoint and inside-range
+clashes, lifetimes against the file, the IKE versions the tunnel allows) is checked when
+the plan is built (`cgwd.config.tunnel_plan`).
 
 Cross-field checks raise `KeyedValueError`, which carries the key path of the offending key
 relative to the model, so the loader can point at its line.
@@ -236,19 +236,30 @@ class ConnectionConfig(_Frozen):
     """Unanswered probes, one per interval, before the peer is declared dead and the tunnel
     re-initiated. Default: the AWS file's value, else 3 (dead after about 30 s)."""
 
-    phase1_lifetime: Annotated[int, Strict(), Field(ge=900, le=28_800)] | None = None
+    phase1_lifetime: (
+        Annotated[int, Strict(), Field(ge=PHASE1_LIFETIME_RANGE[0], le=PHASE1_LIFETIME_RANGE[1])]
+        | None
+    ) = None
     """Phase 1 (IKE SA) lifetime configured on the AWS tunnel, seconds (AWS range
     900-28800). Default: the AWS file's value, else 28800. cgwd rekeys before AWS would."""
 
-    phase2_lifetime: Annotated[int, Strict(), Field(ge=900, le=3_600)] | None = None
+    phase2_lifetime: (
+        Annotated[int, Strict(), Field(ge=PHASE2_LIFETIME_RANGE[0], le=PHASE2_LIFETIME_RANGE[1])]
+        | None
+    ) = None
     """Phase 2 (IPsec SA) lifetime configured on the AWS tunnel, seconds (AWS range
     900-3600, less than phase 1). Default: the AWS file's value, else 3600."""
 
-    aws_rekey_margin: Annotated[int, Strict(), Field(ge=60, le=1_800)] | None = None
+    aws_rekey_margin: (
+        Annotated[int, Strict(), Field(ge=REKEY_MARGIN_MIN, le=PHASE2_LIFETIME_RANGE[1] // 2)]
+        | None
+    ) = None
     """The AWS tunnel's rekey margin (``RekeyMarginTimeSeconds``, 60 s to half the phase 2
     lifetime) when you changed it and the file does not say. Default: the file, else 270."""
 
-    aws_rekey_fuzz: Annotated[int, Strict(), Field(ge=0, le=100)] | None = None
+    aws_rekey_fuzz: (
+        Annotated[int, Strict(), Field(ge=REKEY_FUZZ_RANGE[0], le=REKEY_FUZZ_RANGE[1])] | None
+    ) = None
     """The AWS tunnel's rekey fuzz in percent (``RekeyFuzzPercentage``) when you changed it
     and the file does not say. Default: the file, else 100."""
 
