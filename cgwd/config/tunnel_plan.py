@@ -147,9 +147,9 @@ def rekey_plan(lifetime: int, margin: int, fuzz_percent: int, *, what: str) -> R
     floor = lifetime // REKEY_FLOOR_FRACTION
     if rekey_max >= floor:
         reason = (
-            f"{what}: AWS rekeys {margin} s (margin) + up to {fuzz_percent} % fuzz before its "
-            f"{lifetime} s lifetime, i.e. from {aws_earliest} s; cgwd rekeys {slack} s "
-            f"earlier, at {rekey_max} s at the latest, so that it rekeys first"
+            f"{what}: AWS rekeys between {aws_earliest} and {lifetime - margin} s of its "
+            f"{lifetime} s lifetime (margin {margin} s, fuzz {fuzz_percent} %); cgwd rekeys "
+            f"first, at least {slack} s before that window"
         )
     else:
         rekey_max = floor

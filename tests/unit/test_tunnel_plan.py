@@ -73,7 +73,7 @@ def test_default_rekey_times_match_the_guidance() -> None:
     assert p1.rekey_max == 28800 - 540 - 288 <= 28000
     assert p1.rekey_min < p1.rekey_max
     assert p2.rekey_after(0.0) == 3000 and p2.rekey_after(0.999999) >= p2.rekey_min
-    assert "before its 3600 s lifetime" in p2.reason
+    assert "between 3060 and 3330 s of its 3600 s lifetime" in p2.reason
 
 
 def test_extreme_aws_margins_fall_back_to_half_the_lifetime() -> None:
