@@ -5,8 +5,11 @@ name under /run/netns (tests, the lab) drives that namespace without moving the 
 pyroute2 opens its netlink socket inside it, sysctls are written from a thread that joined
 it, and ``nft`` runs under ``ip netns exec``. A namespace is never created here.
 
-Thread safety: calls are serialised by a lock, so an asyncio daemon may use
-``asyncio.to_thread`` freely.
+Threads: pyroute2's synchronous API runs an asyncio loop of its own, which cannot run in a
+thread whose loop is already running (the daemon's). So the netlink socket lives in one
+worker thread of this object and every netlink call is handed to it and waited for: the
+methods can be called from anywhere, the event loop thread included (they block it for one
+netlink round trip), and calls are serialised.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import contextlib
 import errno
 import os
 import socket
-import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from ipaddress import IPv4Address, IPv4Interface, ip_address, ip_network
 from typing import Any, TypeVar
 
@@ -62,11 +65,13 @@ class PyrouteNetOps:
 
     def __init__(self, netns: str | None = None, *, nft: Nft | None = None) -> None:
         self._netns = netns
-        self._lock = threading.Lock()
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cgwd-netlink")
         try:
             # flags=0: never create the namespace (pyroute2's default is O_CREAT).
-            self._ipr = IPRoute(netns=netns, flags=0) if netns else IPRoute()
+            make = (lambda: IPRoute(netns=netns, flags=0)) if netns else IPRoute
+            self._ipr = self._worker.submit(make).result()
         except (OSError, NetlinkError) as exc:
+            self._worker.shutdown(wait=False)
             where = f"network namespace {netns}" if netns else "this network namespace"
             raise NetOpsError(f"cannot open rtnetlink in {where}: {exc}") from None
         self._nft = nft if nft is not None else Nft(netns)
@@ -74,13 +79,14 @@ class PyrouteNetOps:
     # -- plumbing ---------------------------------------------------------------------------
 
     def _call(self, what: str, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        with self._lock:
-            try:
-                return func(*args, **kwargs)
-            except NetlinkError as exc:
-                raise NetOpsError(f"{what}: {_netlink_message(exc)}") from None
-            except OSError as exc:
-                raise NetOpsError(f"{what}: {exc.strerror or exc}") from None
+        try:
+            return self._worker.submit(func, *args, **kwargs).result()
+        except NetlinkError as exc:
+            raise NetOpsError(f"{what}: {_netlink_message(exc)}") from None
+        except OSError as exc:
+            raise NetOpsError(f"{what}: {exc.strerror or exc}") from None
+        except RuntimeError as exc:  # submit() after close()
+            raise NetOpsError(f"{what}: {exc}") from None
 
     def _index(self, interface: str) -> int:
         found: list[int] = self._call(
@@ -192,17 +198,17 @@ class PyrouteNetOps:
         )
 
     def delete_route(self, route: RouteSpec) -> None:
-        # proto in the request makes the kernel delete only a route with proto cgwd.
-        with self._lock:
-            try:
-                # scope "nowhere" matches any scope (iproute2 does the same for delete).
-                self._ipr.route("del", **self._route_selector(route), scope=RT_SCOPE_NOWHERE)
-            except NetlinkError as exc:
-                if exc.code in _ABSENT:
-                    return
-                raise NetOpsError(
-                    f"cannot remove route {route.describe()}: {_netlink_message(exc)}"
-                ) from None
+        # proto in the request makes the kernel delete only a route with proto cgwd;
+        # scope "nowhere" matches any scope (iproute2 does the same for delete).
+        request = {**self._route_selector(route), "scope": RT_SCOPE_NOWHERE}
+        try:
+            self._worker.submit(self._ipr.route, "del", **request).result()
+        except NetlinkError as exc:
+            if exc.code in _ABSENT:
+                return
+            raise NetOpsError(
+                f"cannot remove route {route.describe()}: {_netlink_message(exc)}"
+            ) from None
 
     def list_routes(self) -> list[RouteSpec]:
         names = self._names()
@@ -284,4 +290,5 @@ class PyrouteNetOps:
 
     def close(self) -> None:
         with contextlib.suppress(Exception):  # closing must never raise
-            self._ipr.close()
+            self._worker.submit(self._ipr.close).result(timeout=5)
+        self._worker.shutdown(wait=False)

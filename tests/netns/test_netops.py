@@ -15,6 +15,7 @@ is observed with tcpdump on real forwarded SYNs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import select
@@ -398,3 +399,19 @@ def test_conformance_clamp_and_links(netops: NetOps) -> None:
     assert netops.cleanup_leftovers().nft_table
     assert not netops.cleanup_leftovers().nft_table
     netops.remove_mss_clamp()  # absent: fine
+
+
+def test_usable_from_inside_a_running_event_loop(lab: Lab) -> None:
+    # pyroute2's sync API runs a loop of its own; the daemon calls NetOps from its loop.
+    async def main() -> list[RouteSpec]:
+        net = PyrouteNetOps(lab.r.name)
+        try:
+            route = RouteSpec(ip_network("10.96.0.0/16"), (Nexthop("t2"),), 3)
+            net.replace_route(route)
+            found = net.list_routes()
+            net.delete_route(route)
+            return found
+        finally:
+            net.close()
+
+    assert asyncio.run(main()) == [RouteSpec(ip_network("10.96.0.0/16"), (Nexthop("t2"),), 3)]
