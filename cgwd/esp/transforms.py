@@ -98,7 +98,7 @@ class GcmTransform:
     def seal_in_place(self, buf: bytearray | memoryview, seq: int, payload_len: int) -> int:
         """Payload (inner + trailer) is at buf[header_room:][:payload_len]; writes the whole
         ESP packet from buf[0] and returns its length."""
-        view = memoryview(buf)
+        view = buf if buf.__class__ is memoryview else memoryview(buf)
         _SPI_SEQ_IV64.pack_into(view, 0, self._spi, seq & _LOW32, seq)
         start = self.header_room
         end = start + payload_len
@@ -124,7 +124,10 @@ class GcmTransform:
         size = len(packet) - 32
         try:
             return self._aead.decrypt_into(
-                self._salt + packet[_ESP_HEADER:16], packet[16:], aad, memoryview(out)[:size]
+                self._salt + packet[_ESP_HEADER:16],
+                packet[16:],
+                aad,
+                (out if out.__class__ is memoryview else memoryview(out))[:size],
             )
         except InvalidTag:
             return -1
@@ -236,7 +239,7 @@ class CbcHmacTransform:
 
     def seal_in_place(self, buf: bytearray | memoryview, seq: int, payload_len: int) -> int:
         """Payload is at buf[header_room:][:payload_len]; needs tail_room spare octets."""
-        buf = memoryview(buf)
+        buf = buf if buf.__class__ is memoryview else memoryview(buf)
         _SPI_SEQ.pack_into(buf, 0, self._spi, seq & _LOW32)
         buf[_ESP_HEADER : self.header_room] = self._first_block(seq)
         end = self.header_room + payload_len
@@ -260,7 +263,7 @@ class CbcHmacTransform:
     def open_into(self, packet: Buffer, seq: int, out: bytearray | memoryview) -> int:
         if not self._verify(packet, seq):
             return -1
-        out = memoryview(out)
+        out = out if out.__class__ is memoryview else memoryview(out)
         decryptor = self._decryptor
         decryptor.update(packet[_ESP_HEADER : self.header_room])
         size = len(packet) - self.header_room - self.icv_bytes
