@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import sys
+import textwrap
 from collections.abc import Callable
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -197,15 +198,26 @@ def plan_json(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> dict[str
     }
 
 
+WIDTH = 100  # wrap explanations; proposal strings stay whole for copy and paste
+
+
 def _row(label: str, value: str, indent: int = 4) -> str:
     return f"{' ' * indent}{label:<18} {value}\n"
+
+
+def _why(text: str, indent: int = 4) -> str:
+    prefix = " " * (indent + 19)
+    return (
+        textwrap.fill(f"({text})", WIDTH, initial_indent=prefix, subsequent_indent=prefix + " ")
+        + "\n"
+    )
 
 
 def _rekey_text(label: str, plan: RekeyPlan) -> str:
     return _row(
         label,
         f"lifetime {plan.lifetime} s, rekey at {plan.rekey_min}-{plan.rekey_max} s",
-    ) + _row("", f"({plan.reason})")
+    ) + _why(plan.reason)
 
 
 def _ikev1_lines(t: TunnelPlan) -> list[str]:
@@ -234,7 +246,7 @@ def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
             out.append(_row("local address", local))
             out.append(_row("inside", f"{t.local_inside} <-> {t.remote_inside}"))
             out.append(_row("MTU / MSS", f"{t.mtu} / {t.mss} (IPv6 {t.mss_ipv6})"))
-            out.append(_row("", f"({t.mtu_reason})"))
+            out.append(_why(t.mtu_reason))
             routes = ", ".join(
                 f"{r.network} metric {r.metric}{' multipath' if r.multipath else ''}"
                 for r in t.routes

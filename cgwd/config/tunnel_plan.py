@@ -317,7 +317,7 @@ def _mtu(conn: ConnectionConfig, proposals: ProposalSet) -> tuple[MtuMss, str]:
         reason = (
             f"MTU {worst.mtu} until the first CHILD_SA: the worst case of the {len(suites)} "
             "offered ESP suites with NAT-T; then set from the negotiated suite and NAT-T "
-            "(AWS table, aws-behaviour §8)"
+            "(AWS's MTU and MSS table)"
         )
     else:
         reason = "MTU fixed by cgwd.toml"
