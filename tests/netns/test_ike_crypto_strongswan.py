@@ -168,6 +168,10 @@ def test_keys_match_strongswan(lab: tuple[Charon, Netns], case: tuple) -> None: 
     assert proc.returncode == 0, proc.stderr[-3000:] + "\n".join(charon.log_since(mark)[-30:])
     ours = json.loads(proc.stdout)
     log = charon.log_since(mark)
+    # Our NAT_DETECTION_DESTINATION_IP hash must match charon's own computation (RFC 7296
+    # §2.23), and the deliberately wrong _SOURCE_IP one must not.
+    assert any("remote host is behind NAT" in line for line in log)
+    assert not any("local host is behind NAT" in line for line in log)
 
     assert logged_chunks(log, "SKEYSEED")[0] == ours["skeyseed"]
     for generation, keys in enumerate((ours["ike"], ours["ike_rekeyed"])):

@@ -3,6 +3,7 @@
 `DhGroup.generate` draws the private value from an injected `Rng`; the public value is
 the KE payload's data as RFC 7296 §3.4 / RFC 5903 §7 / RFC 8031 §2 encode it, and
 `DhPrivate.shared_secret` applies the RFC 6989 checks to the peer's value first.
+`DhGroup` here is the implementation; `cgwd.ike.constants.DhGroup` holds the IANA numbers.
 """
 
 from __future__ import annotations
