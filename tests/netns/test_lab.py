@@ -424,3 +424,24 @@ def test_aws_initiates_and_rekeys(lab: AwsLab, cgw_dir: Path) -> None:
     finally:
         cgw.stop()
         lab.wait_tunnel_down(2, timeout=10)
+
+
+def test_wrong_psk_and_no_common_proposal_fail_cleanly(lab: AwsLab, cgw_dir: Path) -> None:
+    cgw = start_cgw(lab, cgw_dir, 2, tunnels=(1,))
+    mark = lab.endpoint(1).charon.log_mark()
+    try:
+        lab.reconfigure(1, EndpointPolicy(dpd_delay=2, psk=Secret("wrong_key.12345678")))
+        assert not cgw.initiate("t1", timeout=5, check=False)
+        assert lab.tunnel_child(1) is None
+        log = "\n".join(lab.endpoint(1).charon.log_since(mark))
+        assert "MAC mismatched" in log  # strongSwan's words for a PSK mismatch (AWS: auth_failed)
+        assert "wrong_key" not in log
+
+        mark = lab.endpoint(1).charon.log_mark()
+        lab.reconfigure(1, EndpointPolicy(dpd_delay=2, ike_proposals="aes128-sha1-modp8192"))
+        assert not cgw.initiate("t1", timeout=5, check=False)
+        log = "\n".join(lab.endpoint(1).charon.log_since(mark))
+        assert "received proposals unacceptable" in log  # AWS: no_proposal_chosen
+    finally:
+        cgw.stop()
+        lab.reconfigure(1, lab.options.policy(1))
