@@ -21,12 +21,29 @@ class ParseError(IkeDecodeError):
 
 
 class InvalidMajorVersion(ParseError):
-    """The header's major version is not 2 (RFC 7296 §2.5): answer INVALID_MAJOR_VERSION."""
+    """The header's major version is not 2 (RFC 7296 §2.5): answer INVALID_MAJOR_VERSION.
 
-    def __init__(self, major: int, minor: int) -> None:
+    The header layout is the same in every IKE version, so the fields needed to address
+    the answer (§2.21.4: same SPIs and message ID, R flag) come with the error.
+    """
+
+    def __init__(
+        self,
+        major: int,
+        minor: int,
+        *,
+        spi_i: int = 0,
+        spi_r: int = 0,
+        exchange_type: int = 0,
+        message_id: int = 0,
+    ) -> None:
         super().__init__(f"unsupported IKE version {major}.{minor} (only 2.x is spoken)")
         self.major = major
         self.minor = minor
+        self.spi_i = spi_i
+        self.spi_r = spi_r
+        self.exchange_type = exchange_type
+        self.message_id = message_id
 
 
 class IntegrityError(IkeDecodeError):

@@ -176,7 +176,9 @@ def decode_header(data: bytes | memoryview) -> Header:
     spi_i, spi_r, next_payload, version, exchange, flags, msg_id, length = _HEADER.unpack_from(data)
     major, minor = version >> 4, version & 0x0F
     if major != IKE_VERSION_MAJOR:
-        raise InvalidMajorVersion(major, minor)
+        raise InvalidMajorVersion(
+            major, minor, spi_i=spi_i, spi_r=spi_r, exchange_type=exchange, message_id=msg_id
+        )
     if length != len(data):
         raise ParseError(f"header length {length} but datagram of {len(data)} octets")
     return Header(spi_i, spi_r, next_payload, major, minor, exchange, flags, msg_id, length)

@@ -281,6 +281,15 @@ def test_rejects(data: bytes, error: type[IkeDecodeError]) -> None:
         decode_message(data, None)
 
 
+def test_invalid_major_version_carries_the_header_fields() -> None:
+    data = raw_message([NONCE], version=0x31)
+    with pytest.raises(InvalidMajorVersion) as info:
+        decode_header(data)
+    err = info.value
+    assert (err.major, err.minor, err.spi_i, err.spi_r) == (3, 1, 1, 0)
+    assert (err.exchange_type, err.message_id) == (34, 0)
+
+
 def test_unsupported_critical_names_the_type() -> None:
     with pytest.raises(UnsupportedCritical) as info:
         decode_message(raw_message([(150, 0x80, b"")]), None)
