@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import tracemalloc
 
 import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -11,6 +12,7 @@ from cgwd.esp import (
     ALL_SUITES,
     KEEPALIVE,
     NON_ESP_MARKER,
+    DropReason,
     EspSuite,
     InboundSa,
     OutboundSa,
@@ -187,3 +189,39 @@ def test_sequence_numbers_unique_even_when_shared_between_threads() -> None:
         thread.join(30)
     ivs = [iv for bucket in seen for iv in bucket]
     assert len(ivs) == 12000 and len(set(ivs)) == 12000
+
+
+@pytest.mark.parametrize("name", ["aes128gcm16", "aes256-sha512"])
+def test_memory_stays_flat(name: str) -> None:
+    """Per-SA state is bounded: sustained traffic (with replays, forgeries and refused
+    packets mixed in) allocates nothing that survives the packets themselves."""
+    suite = suite_by_name(name)
+    out = OutboundSa(SPI, suite, _keymat(suite))
+    inb = InboundSa(SPI, suite, _keymat(suite), replay_window=2048)
+    inner = _inner(200)
+    buf = bytearray(out.buffer_size(200))
+    rx = bytearray(400)
+
+    def burst(count: int) -> None:
+        for index in range(count):
+            packet = out.encapsulate(inner)
+            assert packet is not None
+            if index % 7 == 0:
+                forged = packet[:-1] + bytes([packet[-1] ^ 1])
+                assert inb.decapsulate(forged) is DropReason.AUTH_FAILED
+                assert out.encapsulate(b"\x00") is None  # refused, counted
+            assert inb.decapsulate(packet) == inner
+            assert inb.decapsulate(packet) is DropReason.REPLAY
+            n = out.encapsulate_into(buf, inner)
+            assert inb.decapsulate_into(memoryview(buf)[:n], rx) == len(inner)
+
+    burst(1000)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        burst(3000)
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert grown < 16_384, grown
