@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from conftest import require_root
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cgwd.control.client import ControlClient, DaemonNotRunning
 from cgwd.control.protocol import MAX_REQUEST_BYTES, ControlError, ErrorCode
@@ -305,3 +307,47 @@ def test_peer_credentials_are_enforced() -> None:
         serve(sock, body, group=group)
     finally:
         shutil.rmtree(public, ignore_errors=True)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    chunks=st.lists(
+        st.one_of(
+            st.binary(max_size=64),
+            st.sampled_from(
+                [
+                    b'{"id": 1, "method": "status"}\n',
+                    b'{"id": "x", "method": "rekey", "params": {}}\n',
+                    b"\n",
+                    b"[" * 5000 + b"\n",
+                    b"a" * (MAX_REQUEST_BYTES + 10),
+                ]
+            ),
+        ),
+        max_size=8,
+    )
+)
+def test_any_byte_stream_gets_one_reply_per_line(tmp_path: Path, chunks: list[bytes]) -> None:
+    sock = tmp_path / "fuzz.sock"
+    stream = b"".join(chunks)
+    # One reply per complete line; an unfinished line already past the limit is answered
+    # (frame_too_large) as soon as it crosses it.
+    unfinished = stream.rsplit(b"\n", 1)[-1]
+    expected = stream.count(b"\n") + (len(unfinished) >= MAX_REQUEST_BYTES)
+
+    async def body(server: ControlServer) -> None:
+        reader, writer = await asyncio.open_unix_connection(str(sock), limit=1 << 20)
+        for chunk in chunks:
+            writer.write(chunk)
+        await writer.drain()
+        writer.write_eof()
+        replies = [json.loads(line) for line in (await reader.read()).splitlines()]
+        writer.close()
+        assert len(replies) == expected
+        assert all(("result" in r) != ("error" in r) for r in replies)
+        # ... and the server still serves others.
+        assert (await ControlClient(sock).call_async("status"))["connections"] == []
+
+    serve(sock, body)
