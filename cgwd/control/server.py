@@ -226,6 +226,8 @@ class ControlServer:
             await self._serve(reader, writer)
         except asyncio.CancelledError:
             pass
+        except (TimeoutError, ConnectionError) as exc:  # a client that stopped reading or left
+            log.debug("control client dropped: %s", exc.__class__.__name__)
         except Exception:  # a bug here must never take the daemon down
             log.exception("control connection failed")
         finally:
