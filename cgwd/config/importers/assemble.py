@@ -12,7 +12,7 @@ line, XML element or JSON path.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Interface, IPv4Network
 from typing import TypeVar
 
@@ -116,20 +116,26 @@ class Raw:
     origin: Origin
 
 
-class _Secrets(set[str]):
-    """Values to scrub from messages; too-short ones would only garble them (and an
-    invalid key of a few characters says little)."""
+class _Scrubber:
+    """The pre-shared keys seen in a file, to be scrubbed from any message."""
 
-    MIN_LENGTH = 6
+    MIN_LENGTH = 6  # shorter values would only garble messages (and reveal next to nothing)
+
+    def __init__(self) -> None:
+        self._secrets: set[str] = set()
 
     def add(self, value: str) -> None:
         if len(value.strip()) >= self.MIN_LENGTH:
-            super().add(value.strip())
+            self._secrets.add(value.strip())
 
-    def update(self, *values: Iterable[str]) -> None:
-        for iterable in values:
-            for value in iterable:
-                self.add(value)
+    def update(self, values: Iterable[str]) -> None:
+        for value in values:
+            self.add(value)
+
+    def scrub(self, message: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            message = message.replace(secret, REDACTED)
+        return message
 
 
 class Reporter:
@@ -143,16 +149,14 @@ class Reporter:
     def __init__(self, fmt: FormatName, source: str) -> None:
         self.format = fmt
         self.source = source
-        self.secrets = _Secrets()
+        self.secrets = _Scrubber()
 
     def error(
         self, message: str, *, origin: Origin | None = None, tunnel: int | None = None
     ) -> ConfigError:
         where = f"{self.format}: " if tunnel is None else f"{self.format}: tunnel {tunnel}: "
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            message = message.replace(secret, REDACTED)
         return ConfigError(
-            where + message,
+            where + self.secrets.scrub(message),
             source=self.source,
             line=None if origin is None else origin.line,
             element=None if origin is None else origin.element,
@@ -379,17 +383,7 @@ def build_connection(
     )
     for problem in connection_problems(conn):
         raise _located(reporter, drafts, problem)
-    all_warnings = (*warnings, *connection_warnings(conn))
-    return AwsVpnConnection(
-        format=conn.format,
-        vpn_connection_id=conn.vpn_connection_id,
-        vpn_gateway_id=conn.vpn_gateway_id,
-        customer_gateway_id=conn.customer_gateway_id,
-        transit_gateway_id=conn.transit_gateway_id,
-        routing=conn.routing,
-        tunnels=conn.tunnels,
-        warnings=all_warnings,
-    )
+    return replace(conn, warnings=(*warnings, *connection_warnings(conn)))
 
 
 def _located(reporter: Reporter, drafts: Sequence[TunnelDraft], problem: Problem) -> ConfigError:
