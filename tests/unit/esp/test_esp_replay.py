@@ -271,3 +271,24 @@ def test_out_of_order_within_a_1024_window() -> None:
     assert inb.decapsulate(packets[0] or b"") is DropReason.REPLAY
     assert inb.decapsulate(packets[-1] or b"") is DropReason.REPLAY
     assert inb.counters.drops == {DropReason.REPLAY: 2}
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    size=st.integers(64, 2048),
+    top=st.one_of(
+        st.integers(0, U64),
+        st.integers(0, 4096),  # a young SA
+        st.integers(0, 8).map(lambda h: (h << 32) + 5),  # just past a 2^32 boundary
+    ),
+    data=st.data(),
+)
+def test_esn_estimate_is_exact_over_its_range(size: int, top: int, data: st.DataObject) -> None:
+    """RFC 4303 Appendix A2.2's defining property: for any true number s from the window's
+    left edge T-W+1 up to T-W+2^32, the low 32 bits alone are enough to recover s."""
+    low_end = max(1, top - size + 1)
+    high_end = min(U64, top - size + (1 << 32))
+    true = data.draw(st.integers(low_end, high_end))
+    window = ReplayWindow(size, esn=True)
+    window.top = top
+    assert window.estimate(true & U32) == true
