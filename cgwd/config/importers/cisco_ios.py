@@ -39,6 +39,15 @@ REQUIRED = (
     a.MSS,
 )
 ESP_CIPHERS = ("esp-aes", "esp-gcm")
+# Sub-commands of "crypto isakmp policy" (IKEv1) and "crypto ikev2 proposal" (IKEv2).
+IKE_POLICY = {
+    "encryption": a.P1_ENCRYPTION,
+    "hash": a.P1_INTEGRITY,
+    "integrity": a.P1_INTEGRITY,
+    "group": a.P1_DH,
+    "lifetime": a.P1_LIFETIME,
+    "authentication": a.AUTH_METHOD,
+}
 
 
 @dataclass
@@ -140,17 +149,9 @@ class _TunnelReader:
 
     def ike_policy(self, parent: Command, where: str) -> None:
         for c in parent.children:
-            value = " ".join(c.words[1:])
-            keys = {
-                "encryption": a.P1_ENCRYPTION,
-                "hash": a.P1_INTEGRITY,
-                "integrity": a.P1_INTEGRITY,
-                "group": a.P1_DH,
-                "lifetime": a.P1_LIFETIME,
-                "authentication": a.AUTH_METHOD,
-            }
-            if c.words[0] in keys:
-                self.put(keys[c.words[0]], value, c, f"{where}: {c.words[0]}")
+            key = IKE_POLICY.get(c.words[0])
+            if key is not None:
+                self.put(key, " ".join(c.words[1:]), c, f"{where}: {c.words[0]}")
 
     def keyring(self, parent: Command) -> None:
         for c in parent.children:

@@ -29,6 +29,7 @@ _ENCRYPTION = {
     "aes128gcm16": "AES128-GCM-16",
     "aes256gcm16": "AES256-GCM-16",
     # Cisco IOS: IKEv1 policy, transform set, IKEv2 proposal
+    "aes": "AES128",  # IOS "encryption aes" without a key size
     "aes 128": "AES128",
     "aes 256": "AES256",
     "esp-aes 128": "AES128",
