@@ -8,7 +8,8 @@ exits non-zero. Prints the derived keys as JSON (test keys only) for comparison 
 charon's own log of its keys.
 
 usage: ike_crypto_driver.py LOCAL_IP REMOTE_IP PSK ENCR BITS INTEG PRF DH CHILD_ENCR
-       CHILD_BITS CHILD_INTEG PFS(0|1)        (numbers are IANA ids; INTEG 0 = AEAD)
+       CHILD_BITS CHILD_INTEG PFS(0|1) [REKEY_ENCR REKEY_BITS REKEY_INTEG REKEY_PRF REKEY_DH]
+       (numbers are IANA ids; INTEG 0 = AEAD; the optional suite is used for the IKE rekey)
 """
 
 from __future__ import annotations
@@ -133,6 +134,10 @@ def main(argv: list[str]) -> None:
     local, remote, psk_text = argv[1], argv[2], argv[3]
     encr, bits, integ, prf_id, dh, c_encr, c_bits, c_integ, pfs = (int(a) for a in argv[4:13])
     suite = IkeSuite(encr, bits, integ or None, prf_id, dh)
+    r_encr, r_bits, r_integ, r_prf, r_dh = (
+        (int(a) for a in argv[13:18]) if len(argv) >= 18 else (encr, bits, integ, prf_id, dh)
+    )
+    new_suite = IkeSuite(r_encr, r_bits, r_integ or None, r_prf, r_dh)
     c_keymat_len = encr_algorithm(c_encr, c_bits).key_bytes + (
         integ_algorithm(c_integ).key_bytes if c_integ else 0
     )
@@ -264,7 +269,7 @@ def main(argv: list[str]) -> None:
     # CREATE_CHILD_SA { SA(IKE, new SPIi), Ni, KEi } -->   <-- { SA(new SPIr), Nr, KEr }
     ni3 = RNG.bytes(32)
     new_spi_i = RNG.bytes(8)
-    priv3 = group.generate(RNG)
+    priv3 = dh_group(new_suite.dh_group).generate(RNG)
     rekey_ike = Message(
         ExchangeType.CREATE_CHILD_SA,
         4,
@@ -273,9 +278,9 @@ def main(argv: list[str]) -> None:
         initiator=True,
         response=False,
         payloads=[
-            SaPayload((ike_proposal(suite, new_spi_i),)),
+            SaPayload((ike_proposal(new_suite, new_spi_i),)),
             NoncePayload(ni3),
-            KePayload(dh, priv3.public_bytes()),
+            KePayload(new_suite.dh_group, priv3.public_bytes()),
         ],
     )
     _, resp = peer.exchange(encode_message(rekey_ike, out_sk, RNG), spi_i, 4, in_sk)
@@ -283,8 +288,9 @@ def main(argv: list[str]) -> None:
     if sa is None or nonce is None or ke is None:
         raise SystemExit(f"IKE rekey failed: {resp.notifies()}")
     new_spi_r = sa.proposals[0].spi
+    # RFC 7296 §2.18: SKEYSEED with the OLD IKE SA's PRF, the rest with the new suite.
     new_keys = derive_rekeyed_ike_keys(
-        suite,
+        new_suite,
         keys.sk_d,
         priv3.shared_secret(ke.data),
         ni3,
@@ -294,7 +300,7 @@ def main(argv: list[str]) -> None:
         old_prf_id=prf_id,
     )
     result["ike_rekeyed"] = keys_json(new_keys)
-    new_out, new_in = new_keys.sk_ciphers(suite, initiator=True)
+    new_out, new_in = new_keys.sk_ciphers(new_suite, initiator=True)
     n_spi_i = int.from_bytes(new_spi_i, "big")
     # On the new IKE SA: an empty INFORMATIONAL (liveness check) must round-trip.
     ping = Message(

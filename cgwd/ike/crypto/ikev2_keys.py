@@ -111,6 +111,12 @@ def derive_rekeyed_ike_keys(  # noqa: PLR0917
     SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr), computed with the OLD IKE SA's PRF
     (pass ``old_prf_id`` when the new suite's PRF differs); the rest uses ``suite`` and
     the new SPIs, with Ni/Nr of the CREATE_CHILD_SA exchange.
+
+    Interop note: when the PRF changes, implementations disagree on prf+. This follows the
+    RFC text (new PRF for prf+, as libreswan does); strongSwan 5.9 uses the old PRF for
+    prf+ as well. Exchanges should therefore keep the PRF when rekeying an IKE SA
+    (propose, and prefer, the current one); with the same PRF both readings agree, which
+    tests/netns/test_ike_crypto_strongswan.py checks against charon.
     """
     prf_id = suite.prf_id if old_prf_id is None else old_prf_id
     seed = Secret(prf(prf_id, old_sk_d, _raw(shared_secret) + ni + nr))
