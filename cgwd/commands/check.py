@@ -168,6 +168,14 @@ def _tunnel_json(t: TunnelPlan, missing: tuple[str, ...]) -> dict[str, Any]:
             "reason": t.dpd.reason,
         },
         "replay_window": t.replay_window,
+        "bgp": None
+        if t.bgp is None
+        else {
+            "customer_gateway_asn": t.bgp.customer_gateway_asn,
+            "neighbor_asn": t.bgp.neighbor_asn,
+            "neighbor_ip": str(t.bgp.neighbor_ip),
+            "hold_time_seconds": t.bgp.hold_time_seconds,
+        },
         "proposals": {
             "origin": p.origin,
             "ike": p.ike_strongswan().split(","),
@@ -252,6 +260,15 @@ def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
                 for r in t.routes
             )
             out.append(_row("routes", f"{routes or 'none'} via {t.remote_inside}"))
+            if t.bgp is not None:
+                out.append(
+                    _row(
+                        "BGP (FRR/BIRD)",
+                        f"AS {t.bgp.customer_gateway_asn} -> neighbour {t.bgp.neighbor_ip} "
+                        f"AS {t.bgp.neighbor_asn}, hold time "
+                        f"{t.bgp.hold_time_seconds or '-'} s, over {t.interface}",
+                    )
+                )
             out.append(_row("IKE", f"{t.ike_version} ({t.ike_version_reason})"))
             out.append(_rekey_text("phase 1", t.phase1))
             out.append(_rekey_text("phase 2", t.phase2))

@@ -344,3 +344,28 @@ def test_check_with_describe_vpn_connections_json(tmp_path: Path) -> None:
         'connection_id = "vpn-0e1f2a3b4c5d6e7f8"\n'
     )
     assert_one_line_error(cgwd("check", "--config", config), f"{config}:3:", "pre_shared_keys")
+
+
+def test_check_bgp_connection_shows_the_peering(tmp_path: Path) -> None:
+    # The importers' 2021 TGW/BGP sample; the values below are typed from that file.
+    sample = REPO / "tests" / "data" / "aws" / "aws-generic-2021-tgw-bgp-ikev2.txt"
+    target = tmp_path / "bgp.txt"
+    shutil.copyfile(sample, target)
+    target.chmod(0o600)
+    config = tmp_path / "cgwd.toml"
+    config.write_text('[[connection]]\nname = "tgw"\naws_config = "bgp.txt"\n')
+    result = cgwd("check", "--config", config, "--json")
+    assert result.returncode == 0, result.stderr
+    (conn,) = json.loads(result.stdout)["connections"]
+    assert conn["routing"] == "bgp"
+    t1 = conn["tunnels"][0]
+    assert t1["routes"] == []
+    assert t1["bgp"] == {
+        "customer_gateway_asn": 65101,
+        "neighbor_asn": 64512,
+        "neighbor_ip": "169.254.88.13",
+        "hold_time_seconds": 30,
+    }
+    assert t1["remote_inside"] == "169.254.88.13"
+    text = cgwd("check", "--config", config).stdout
+    assert "BGP (FRR/BIRD)" in text and "over tgw-t1" in text
