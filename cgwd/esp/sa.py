@@ -443,7 +443,7 @@ class InboundSa:
     ) -> int | DropReason:
         """Like `decapsulate`, but writes the inner packet to ``out[0:]`` and returns its
         length. ``out`` must hold at least len(esp_packet) octets, else the packet is
-        dropped as MALFORMED. Never raises."""
+        dropped as MALFORMED, and must not overlap ``esp_packet``. Never raises."""
         try:
             if len(out) < len(esp_packet):
                 return self.counters.drop(DropReason.MALFORMED)
