@@ -116,8 +116,9 @@ def parse_aws_config(
     return conn
 
 
-def load_aws_config(path: Path, *, connection_id: str | None = None) -> AwsVpnConnection:
+def load_aws_config(path: Path | str, *, connection_id: str | None = None) -> AwsVpnConnection:
     """`parse_aws_config` of the file at ``path``. Raises ConfigError only."""
+    path = Path(path)
     try:
         with path.open("rb") as file:
             data = file.read(MAX_FILE_BYTES + 1)

@@ -63,7 +63,8 @@ class _Json:
         self.reporter = reporter
 
     def fail(self, path: str, message: str, tunnel: int | None = None) -> ConfigError:
-        return self.reporter.error(message, origin=a.Origin(path, element=path), tunnel=tunnel)
+        element = None if path == "$" else path  # the whole document: no path to show
+        return self.reporter.error(message, origin=a.Origin(path, element=element), tunnel=tunnel)
 
     def object(self, value: Any, path: str) -> dict[str, Any]:
         if not isinstance(value, dict):
