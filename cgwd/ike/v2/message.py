@@ -21,8 +21,11 @@ from cgwd.ike.constants import (
     IKE_VERSION_MAJOR,
     IKE_VERSION_MINOR,
     RFC7296_PAYLOAD_TYPES,
+    ExchangeType,
     HeaderFlag,
+    NotifyType,
     PayloadType,
+    name_of,
 )
 from cgwd.ike.crypto.ikev2_sk import SkCipher
 from cgwd.ike.decode_errors import InvalidMajorVersion, ParseError, UnsupportedCritical
@@ -103,6 +106,16 @@ class Message:
     def notifies(self) -> list[NotifyPayload]:
         return [p for p in self.payloads if isinstance(p, NotifyPayload)]
 
+    def summary(self) -> str:
+        """strongSwan-style one-liner for logs, e.g. ``IKE_AUTH request 1 [ IDi AUTH SA ]``.
+
+        Shows payload types and notify names only, never payload contents.
+        """
+        exchange = name_of(ExchangeType, self.exchange_type)
+        kind = "response" if self.response else "request"
+        parts = " ".join(_payload_label(p) for p in self.payloads)
+        return f"{exchange} {kind} {self.message_id} [ {parts} ]".replace("[  ]", "[ ]")
+
     @property
     def flags(self) -> int:
         return (
@@ -110,6 +123,30 @@ class Message:
             | (HeaderFlag.RESPONSE if self.response else 0)
             | (HeaderFlag.VERSION if self.version_flag else 0)
         )
+
+
+_LABELS: dict[int, str] = {
+    PayloadType.SA: "SA",
+    PayloadType.KE: "KE",
+    PayloadType.IDI: "IDi",
+    PayloadType.IDR: "IDr",
+    PayloadType.CERT: "CERT",
+    PayloadType.CERTREQ: "CERTREQ",
+    PayloadType.AUTH: "AUTH",
+    PayloadType.NONCE: "No",
+    PayloadType.DELETE: "D",
+    PayloadType.VENDOR_ID: "V",
+    PayloadType.TSI: "TSi",
+    PayloadType.TSR: "TSr",
+    PayloadType.CP: "CP",
+    PayloadType.EAP: "EAP",
+}
+
+
+def _payload_label(p: Payload) -> str:
+    if isinstance(p, NotifyPayload):
+        return f"N({name_of(NotifyType, p.type)})"
+    return _LABELS.get(p.payload_type, f"UNKNOWN({p.payload_type})")
 
 
 # ---------------------------------------------------------------- encoding

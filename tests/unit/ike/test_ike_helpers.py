@@ -18,7 +18,13 @@ from cgwd.ike.v2.notify_data import (
     nat_detection_hash,
     verify_cookie,
 )
-from cgwd.ike.v2.payloads import DeletePayload, IdiPayload, IdrPayload, NotifyPayload
+from cgwd.ike.v2.payloads import (
+    DeletePayload,
+    IdiPayload,
+    IdrPayload,
+    NotifyPayload,
+    UnknownPayload,
+)
 from cgwd.secret import Secret
 
 
@@ -38,6 +44,16 @@ def test_message_accessors() -> None:
     reply = Message(37, 7, 1, 2, initiator=False, response=True)
     reply.add(NotifyPayload(NotifyType.INVALID_SYNTAX))
     assert reply.flags == HeaderFlag.RESPONSE and len(reply.payloads) == 1
+
+
+def test_summary_names_payloads_not_contents() -> None:
+    assert ike_auth_request().summary() == (
+        "IKE_AUTH request 1 [ IDi N(INITIAL_CONTACT) IDr AUTH SA TSi TSr ]"
+    )
+    reply = Message(37, 7, 1, 2, initiator=False, response=True)
+    assert reply.summary() == "INFORMATIONAL response 7 [ ]"
+    reply.add(NotifyPayload(40000), UnknownPayload(99, False, b""))
+    assert reply.summary() == "INFORMATIONAL response 7 [ N(NotifyType 40000) UNKNOWN(99) ]"
 
 
 def test_nat_detection_hash_definition() -> None:
