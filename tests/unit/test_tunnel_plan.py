@@ -12,7 +12,7 @@ from config_fixtures import PSK1, PSK2, connection
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cgwd.config.aws import AwsVpnConnection
+from cgwd.config.aws import AwsVpnConnection, PhaseSettings
 from cgwd.config.model import CgwdConfig, ConnectionConfig, DaemonConfig
 from cgwd.config.tunnel_plan import (
     MtuMss,
@@ -271,3 +271,82 @@ def test_check_connections_refuses_shared_endpoints_and_inside_ranges() -> None:
 def test_whole_config_model_round_trip() -> None:
     cfg = CgwdConfig.model_validate({"connection": [{"name": "a", "aws_config": Path("/x")}]})
     assert cfg.connections[0].interface_names() == ("a-t1", "a-t2")
+
+
+# --- robustness: whatever a valid import holds, planning fails only with PlanError ----------
+
+ENC = st.sampled_from(["AES128", "AES256", "AES128-GCM-16", "AES256-GCM-16"])
+INTEG = st.sampled_from(["SHA1", "SHA2-256", "SHA2-384", "SHA2-512"])
+
+
+@st.composite
+def phases(draw: st.DrawFn, groups: list[int], lifetimes: tuple[int, int]) -> PhaseSettings:
+    enc = draw(st.lists(ENC, max_size=4, unique=True))
+    integ = draw(st.lists(INTEG, max_size=4, unique=True))
+    dh = draw(st.lists(st.sampled_from(groups), max_size=4, unique=True))
+    return PhaseSettings(
+        enc[0] if enc else None,
+        integ[0] if integ else None,
+        dh[0] if dh else None,
+        draw(st.none() | st.integers(*lifetimes)),
+        tuple(enc),
+        tuple(integ),
+        tuple(dh),
+    )
+
+
+@st.composite
+def imports(draw: st.DrawFn) -> AwsVpnConnection:
+    aws = connection(ike_version=draw(st.sampled_from([None, "ikev1", "ikev2"])))
+    fmt = draw(st.sampled_from(["aws-generic-text", "aws-cli-json", "aws-strongswan"]))
+    tunnels = []
+    for t in aws.tunnels:
+        tunnels.append(
+            replace(
+                t,
+                phase1=draw(phases([2, *range(14, 25)], (900, 28800))),
+                phase2=draw(phases([2, 5, *range(14, 25)], (900, 3600))),
+                ike_versions_allowed=tuple(
+                    draw(st.lists(st.sampled_from(["ikev1", "ikev2"]), max_size=2, unique=True))
+                ),
+                rekey_margin_seconds=draw(st.none() | st.integers(60, 1800)),
+                rekey_fuzz_percentage=draw(st.none() | st.integers(0, 100)),
+                pre_shared_key=draw(st.sampled_from([t.pre_shared_key, None])),
+                inside_cidr=draw(st.sampled_from([t.inside_cidr, None])),
+            )
+        )
+    return replace(aws, format=fmt, tunnels=(tunnels[0], tunnels[1]))  # type: ignore[arg-type]
+
+
+SETTINGS = st.fixed_dictionaries(
+    {},
+    optional={
+        "ike_version": st.sampled_from([1, 2]),
+        "proposals": st.sampled_from(["aws", "file"]),
+        "phase1_lifetime": st.integers(900, 28800),
+        "phase2_lifetime": st.integers(900, 3600),
+        "aws_rekey_margin": st.integers(60, 1800),
+        "mtu": st.integers(576, 1500),
+        "pre_shared_keys": st.just([PSK1, PSK2]),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(aws=imports(), settings_=SETTINGS)
+def test_planning_any_import_raises_only_plan_error(
+    aws: AwsVpnConnection, settings_: dict[str, Any]
+) -> None:
+    try:
+        config = conn(**settings_)
+    except ValueError:
+        return  # the model refused the combination (e.g. phase 2 >= phase 1)
+    try:
+        result = plan_connection(config, aws, DaemonConfig())
+    except PlanError as exc:
+        assert exc.key and exc.message
+        return
+    for t in result.tunnels:
+        assert t.proposals.esp and (t.proposals.ike or t.proposals.ikev1)
+        assert 1 <= t.phase2.rekey_min <= t.phase2.rekey_max < t.phase2.lifetime
+        assert 576 <= t.mtu <= 1500
