@@ -192,19 +192,48 @@ class Endpoint:
 
 
 class AwsLab:
-    """The emulated AWS side of ``connection``; a context manager (`start` / `close`)."""
+    """The emulated AWS side of ``connection``; a context manager (`start` / `close`).
 
-    def __init__(self, connection: AwsVpnConnection, options: LabOptions | None = None) -> None:
+    ``attach_to`` adds a further VPN connection of the same customer gateway to a started
+    lab: its endpoints, VPC router and VPC host get namespaces of their own, while the
+    internet, ``cgw``, ``nat`` and ``lan`` are the other lab's (so one cgwd serves both,
+    as with two VPN connections to two VPCs). Give it its own VPC CIDR and host. The
+    attached lab is closed with the lab it is attached to, or before it.
+    """
+
+    MAX_ATTACHED = 3
+
+    def __init__(
+        self,
+        connection: AwsVpnConnection,
+        options: LabOptions | None = None,
+        *,
+        attach_to: AwsLab | None = None,
+    ) -> None:
         self.connection = connection
         self.options = options or LabOptions()
+        self.parent = attach_to
+        self._attached: list[AwsLab] = []
+        self._started = False
+        self._subnets: list[IPv4Network]
+        if attach_to is not None:
+            if not attach_to._started or not attach_to.ns:
+                raise CgwdError("attach_to: that lab is not started")
+            if len(attach_to._attached) >= self.MAX_ATTACHED:
+                raise CgwdError(f"at most {self.MAX_ATTACHED} labs can attach to one lab")
+            self._slot = len(attach_to._attached) + 1
+            self._subnets = attach_to._subnets
+        else:
+            self._slot = 0
+            self._subnets = list(self.options.transit_network.subnets(new_prefix=24))
         self._validate()
         self.topology = Topology(prefix=self.options.prefix or run_prefix("lab"))
         self.ns: dict[str, Netns] = {}
         self.endpoints: dict[int, Endpoint] = {}
         self._owns_workdir = self.options.workdir is None
         self.workdir = self.options.workdir or Path(tempfile.mkdtemp(prefix="cgwd-lab-"))
-        self._subnets = list(self.options.transit_network.subnets(new_prefix=24))
-        self._started = False
+        if attach_to is not None:
+            attach_to._attached.append(self)
 
     # -- addresses ----------------------------------------------------------------------
 
@@ -217,14 +246,18 @@ class AwsLab:
         raise ConfigError("the file gives no customer gateway outside IP")
 
     @property
+    def nat(self) -> bool:
+        return self.parent.nat if self.parent is not None else self.options.nat
+
+    @property
     def cgw_local_ip(self) -> IPv4Address:
         """The address to bind IKE to inside ``cgw``: the public one, or the private one
         behind the NAT."""
-        return self._addr(11, 2) if self.options.nat else self.cgw_outside_ip
+        return self._addr(11, 2) if self.nat else self.cgw_outside_ip
 
     @property
     def cgw_wan_gateway(self) -> IPv4Address:
-        return self._addr(11, 1) if self.options.nat else self._addr(10, 1)
+        return self._addr(11, 1) if self.nat else self._addr(10, 1)
 
     def aws_outside_ip(self, index: int) -> IPv4Address:
         return self._tunnel(index).vpn_gateway_outside_ip
@@ -242,13 +275,24 @@ class AwsLab:
 
     @property
     def lan_host_ip(self) -> IPv4Address | None:
+        if self.parent is not None:
+            return self.parent.lan_host_ip
         return self.options.lan_host.ip if self.options.lan else None
 
     def _addr(self, subnet: int, host: int) -> IPv4Address:
-        return self._subnets[subnet].network_address + host
+        address: IPv4Address = self._subnets[subnet].network_address + host
+        return address
 
     def _iface(self, subnet: int, host: int) -> IPv4Interface:
         return IPv4Interface(f"{self._addr(subnet, host)}/24")
+
+    def _inet_subnet(self, index: int) -> int:
+        """Transit /24 between the internet and endpoint ``index`` (attached labs share
+        the internet, so each takes its own pair)."""
+        return 2 * self._slot + index
+
+    def _inet_ifname(self, index: int) -> str:
+        return f"aws{index}" if self._slot == 0 else f"aws{index}c{self._slot}"
 
     def _tunnel(self, index: int) -> AwsTunnel:
         for t in self.connection.tunnels:
@@ -285,6 +329,33 @@ class AwsLab:
             for name_b, b in nets[k + 1 :]:
                 if a.overlaps(b):
                     raise ConfigError(f"lab addresses overlap: {name_a} {a} and {name_b} {b}")
+        if self.parent is not None:
+            p = self.parent
+            if self.cgw_outside_ip != p.cgw_outside_ip:
+                raise ConfigError(
+                    f"attach_to: customer gateway {self.cgw_outside_ip} differs from the "
+                    f"lab's {p.cgw_outside_ip}: attached connections share the gateway"
+                )
+            others = [("other lab's VPC CIDR", p.options.vpc_cidr)] + [
+                (f"other lab's tunnel {ep.index} inside CIDR", ep.inside.network)
+                for ep in p.endpoints.values()
+            ]
+            others += [
+                (f"another attached lab's VPC CIDR {a.options.vpc_cidr}", a.options.vpc_cidr)
+                for a in p._attached
+            ]
+            mine = [(n, net) for n, net in nets if not n.startswith("LAN prefix")]
+            for name_a, a in mine:
+                for name_b, b in others:
+                    if a != p.options.transit_network and a.overlaps(b):
+                        raise ConfigError(f"lab addresses overlap: {name_a} {a} and {name_b} {b}")
+            taken = {ep.outside_ip for lab in (p, *p._attached) for ep in lab.endpoints.values()}
+            for t in self.connection.tunnels:
+                if t.index in o.tunnels and t.vpn_gateway_outside_ip in taken:
+                    raise ConfigError(
+                        f"tunnel {t.index}: AWS outside address {t.vpn_gateway_outside_ip} "
+                        "is already in the lab"
+                    )
         publics = [
             self.cgw_outside_ip,
             *(t.vpn_gateway_outside_ip for t in self.connection.tunnels),
@@ -314,10 +385,37 @@ class AwsLab:
             raise CgwdError("lab already started")
         self._started = True
         try:
-            self._build()
+            if self.parent is not None:
+                self._build_attached()
+            else:
+                self._build()
         except BaseException:
             self.close()
             raise
+
+    def _add_namespaces(self, roles: list[str]) -> None:
+        for role in roles:
+            self.ns[role] = self.topology.add_netns(role)
+        for role in roles:
+            ns = self.ns[role]
+            _sysctls(
+                ns, {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
+            )
+            if (
+                role in ("inet", "vgw", "nat")
+                or role.startswith("aws")
+                or (role == "cgw" and self.options.cgw_forwarding)
+            ):
+                _sysctls(ns, {"net.ipv4.ip_forward": "1"})
+
+    def _build_attached(self) -> None:
+        assert self.parent is not None
+        self.workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._add_namespaces([*(f"aws{i}" for i in self.options.tunnels), "vgw", "vpc"])
+        for role in ("inet", "cgw", "nat", "lan"):
+            if role in self.parent.ns:
+                self.ns[role] = self.parent.ns[role]
+        self._build_vpc_and_endpoints()
 
     def _build(self) -> None:
         o = self.options
@@ -328,20 +426,8 @@ class AwsLab:
             roles.append("nat")
         if o.lan:
             roles.append("lan")
-        for role in roles:
-            self.ns[role] = topo.add_netns(role)
-        inet, vgw, vpc, cgw = self.ns["inet"], self.ns["vgw"], self.ns["vpc"], self.ns["cgw"]
-        for role, ns in self.ns.items():
-            _sysctls(
-                ns, {"net.ipv4.conf.all.rp_filter": "0", "net.ipv4.conf.default.rp_filter": "0"}
-            )
-            if (
-                role in ("inet", "vgw", "nat")
-                or role.startswith("aws")
-                or (role == "cgw" and o.cgw_forwarding)
-            ):
-                _sysctls(ns, {"net.ipv4.ip_forward": "1"})
-
+        self._add_namespaces(roles)
+        inet, cgw = self.ns["inet"], self.ns["cgw"]
         # The internet and the customer side.
         if o.nat:
             nat = self.ns["nat"]
@@ -432,6 +518,11 @@ class AwsLab:
             _addr(lan, "cgw", o.lan_host)
             lan.ip("route", "add", "default", "via", str(o.lan_gateway), "dev", "cgw")
 
+        self._build_vpc_and_endpoints()
+
+    def _build_vpc_and_endpoints(self) -> None:
+        o = self.options
+        topo, vgw, vpc = self.topology, self.ns["vgw"], self.ns["vpc"]
         # The VPC.
         topo.link(vgw, "vpc", vpc, "vgw")
         vgw_vpc_ip = next(h for h in o.vpc_host.network.hosts() if h != o.vpc_host.ip)
@@ -468,22 +559,23 @@ class AwsLab:
         ns, inet, vgw = self.ns[f"aws{i}"], self.ns["inet"], self.ns["vgw"]
         tunnel = self._tunnel(i)
         outside = tunnel.vpn_gateway_outside_ip
-        self.topology.link(inet, f"aws{i}", ns, "inet")
-        _addr(inet, f"aws{i}", self._iface(i, 1))
-        _addr(ns, "inet", self._iface(i, 2))
+        inet_if, k = self._inet_ifname(i), self._inet_subnet(i)
+        self.topology.link(inet, inet_if, ns, "inet")
+        _addr(inet, inet_if, self._iface(k, 1))
+        _addr(ns, "inet", self._iface(k, 2))
         _addr(ns, "inet", IPv4Interface(f"{outside}/32"))
         ns.ip(
             "route",
             "add",
             "default",
             "via",
-            str(self._addr(i, 1)),
+            str(self._addr(k, 1)),
             "dev",
             "inet",
             "src",
             str(outside),
         )
-        inet.ip("route", "add", f"{outside}/32", "via", str(self._addr(i, 2)), "dev", f"aws{i}")
+        inet.ip("route", "add", f"{outside}/32", "via", str(self._addr(k, 2)), "dev", inet_if)
         self.topology.link(vgw, f"aws{i}", ns, "vgw")
         _addr(vgw, f"aws{i}", self._iface(20 + i, 1))
         _addr(ns, "vgw", self._iface(20 + i, 2))
@@ -725,14 +817,20 @@ exit 0
             "prefix": self.topology.prefix,
             "workdir": str(self.workdir),
             "owns_workdir": self._owns_workdir,
-            "namespaces": {role: ns.name for role, ns in self.ns.items()},
-            "nat": self.options.nat,
+            # Only this lab's own namespaces: `teardown` removes exactly these.
+            "namespaces": {
+                role: ns.name
+                for role, ns in self.ns.items()
+                if ns.name.startswith(self.topology.prefix + "-")
+            },
+            "attached_to": self.parent.topology.prefix if self.parent else None,
+            "nat": self.nat,
             "cgw": {
                 "namespace": self.ns["cgw"].name if "cgw" in self.ns else None,
                 "outside_ip": str(self.cgw_outside_ip),
                 "local_ip": str(self.cgw_local_ip),
                 "wan_gateway": str(self.cgw_wan_gateway),
-                "lan_gateway": str(self.options.lan_gateway) if self.options.lan else None,
+                "lan_gateway": str(self.options.lan_gateway) if "lan" in self.ns else None,
             },
             "vpc_host": str(self.vpc_host_ip),
             "vpc_cidr": str(self.options.vpc_cidr),
@@ -756,8 +854,12 @@ exit 0
     def close(self) -> None:
         """Stop the charons, remove every namespace and (if ours) the work directory.
 
-        Never raises; safe to call twice.
+        Never raises; safe to call twice. Labs attached to this one are closed first.
         """
+        for child in list(self._attached):
+            child.close()
+        if self.parent is not None and self in self.parent._attached:
+            self.parent._attached.remove(self)
         for ep in self.endpoints.values():
             with contextlib.suppress(Exception):
                 ep.charon.stop(timeout=3.0)

@@ -11,7 +11,8 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
@@ -39,17 +40,36 @@ CGW_INSIDE = {1: "169.254.212.86", 2: "169.254.57.242"}
 PSK = {1: PSK1, 2: PSK2}
 
 
-def sample_connection() -> AwsVpnConnection:
+@dataclass(frozen=True)
+class Peer:
+    """One tunnel as the customer gateway sees it."""
+
+    aws_ip: IPv4Address
+    psk: str
+    cgw_inside: str
+
+
+PEERS = {i: Peer(AWS_IP[i], PSK[i], CGW_INSIDE[i]) for i in (1, 2)}
+# A second VPN connection of the same gateway: the generic text sample's AWS side.
+PEERS_B = {
+    1: Peer(IPv4Address("203.0.113.66"), "sVbYmmbuv_1I4wJ2RvidkZboWOfs.8FW", "169.254.141.38"),
+    2: Peer(IPv4Address("203.0.113.189"), "jNXXhCxPi5P_QefxceYSOlbTG.p8bYsE", "169.254.27.182"),
+}
+
+
+def sample_connection(
+    peers: Mapping[int, Peer] = PEERS, vpn_id: str = "vpn-0f5b2f2f59f927ac6"
+) -> AwsVpnConnection:
     def tunnel(index: int, cidr: str) -> AwsTunnel:
         net = IPv4Network(cidr)
         return AwsTunnel(
             index=index,
             customer_gateway_outside_ip=CGW_IP,
-            vpn_gateway_outside_ip=AWS_IP[index],
+            vpn_gateway_outside_ip=peers[index].aws_ip,
             customer_gateway_inside_ip=net.network_address + 2,
             vpn_gateway_inside_ip=net.network_address + 1,
             inside_cidr=net,
-            pre_shared_key=Secret(PSK[index]),
+            pre_shared_key=Secret(peers[index].psk),
             ike_version=None,
             phase1=PhaseSettings("AES128", "SHA1", 2, 28800),
             phase2=PhaseSettings("AES128", "SHA1", 2, 3600),
@@ -58,11 +78,14 @@ def sample_connection() -> AwsVpnConnection:
 
     return AwsVpnConnection(
         format="aws-customer-gateway-xml",
-        vpn_connection_id="vpn-0f5b2f2f59f927ac6",
+        vpn_connection_id=vpn_id,
         vpn_gateway_id="vgw-054fabef64955d4f5",
         customer_gateway_id="cgw-0731d3a014b4c4442",
         routing="static",
-        tunnels=(tunnel(1, "169.254.212.84/30"), tunnel(2, "169.254.57.240/30")),
+        tunnels=(
+            tunnel(1, str(IPv4Interface(f"{peers[1].cgw_inside}/30").network)),
+            tunnel(2, str(IPv4Interface(f"{peers[2].cgw_inside}/30").network)),
+        ),
     )
 
 
@@ -71,14 +94,16 @@ CGW_IKE = "aes256gcm16-prfsha384-ecp384,aes256-sha256-modp2048,aes128-sha1-modp1
 CGW_ESP = "aes256gcm16-ecp384,aes256-sha256-modp2048,aes128-sha1-modp1024"
 
 
-def cgw_swanctl(lab: AwsLab, version: int, tunnels: tuple[int, ...] = (1, 2)) -> str:
+def cgw_swanctl(
+    lab: AwsLab, version: int, tunnels: tuple[int, ...] = (1, 2), peers: Mapping[int, Peer] = PEERS
+) -> str:
     """The customer gateway's swanctl.conf, written out by hand (not by cgwd.lab)."""
     conns, secrets = [], []
     for i in tunnels:
         conns.append(f"""    t{i} {{
         version = {version}
         local_addrs = {lab.cgw_local_ip}
-        remote_addrs = {AWS_IP[i]}
+        remote_addrs = {peers[i].aws_ip}
         proposals = {CGW_IKE if version == 2 else "aes256-sha256-modp2048,aes128-sha1-modp1024"}
         dpd_delay = 2s
         dpd_timeout = 4s
@@ -88,7 +113,7 @@ def cgw_swanctl(lab: AwsLab, version: int, tunnels: tuple[int, ...] = (1, 2)) ->
         }}
         remote {{
             auth = psk
-            id = {AWS_IP[i]}
+            id = {peers[i].aws_ip}
         }}
         children {{
             t{i} {{
@@ -101,14 +126,18 @@ def cgw_swanctl(lab: AwsLab, version: int, tunnels: tuple[int, ...] = (1, 2)) ->
     }}""")
         secrets.append(f"""    ike-{i} {{
         id-1 = {CGW_IP}
-        id-2 = {AWS_IP[i]}
-        secret = {PSK[i]}
+        id-2 = {peers[i].aws_ip}
+        secret = {peers[i].psk}
     }}""")
     return "connections {\n" + "\n".join(conns) + "\n}\nsecrets {\n" + "\n".join(secrets) + "\n}\n"
 
 
 def start_cgw(
-    lab: AwsLab, workdir: Path, version: int, tunnels: tuple[int, ...] = (1, 2)
+    lab: AwsLab,
+    workdir: Path,
+    version: int,
+    tunnels: tuple[int, ...] = (1, 2),
+    peers: Mapping[int, Peer] = PEERS,
 ) -> Charon:
     cgw = lab.ns["cgw"]
     charon = Charon(
@@ -116,12 +145,12 @@ def start_cgw(
         workdir,
         name=f"cgw-v{version}",
         settings=CharonSettings(retransmit_timeout=1.0, retransmit_tries=2, retransmit_base=1.0),
-        swanctl_conf=cgw_swanctl(lab, version, tunnels),
+        swanctl_conf=cgw_swanctl(lab, version, tunnels, peers),
     )
     charon.start()
     # Route-based, as cgwd does it: inside addresses on the tunnel device, VPC routed in.
     for i in tunnels:
-        cgw.ip("addr", "add", f"{CGW_INSIDE[i]}/30", "dev", "ipsec0")
+        cgw.ip("addr", "add", f"{peers[i].cgw_inside}/30", "dev", "ipsec0")
     cgw.ip("route", "add", str(lab.options.vpc_cidr), "dev", "ipsec0")
     return charon
 
@@ -445,3 +474,35 @@ def test_wrong_psk_and_no_common_proposal_fail_cleanly(lab: AwsLab, cgw_dir: Pat
     finally:
         cgw.stop()
         lab.reconfigure(1, lab.options.policy(1))
+
+
+def test_second_connection_attached(lab: AwsLab, cgw_dir: Path) -> None:
+    options = LabOptions.for_tests(
+        vpc_cidr=IPv4Network("10.98.0.0/16"), vpc_host=IPv4Interface("10.98.0.10/24")
+    )
+    lab_b = AwsLab(sample_connection(PEERS_B, "vpn-027ce4abbdce5c106"), options, attach_to=lab)
+    lab_b.start()
+    try:
+        assert lab_b.ns["cgw"] is lab.ns["cgw"] and lab_b.ns["vpc"] is not lab.ns["vpc"]
+        assert lab_b.cgw_local_ip == lab.cgw_local_ip
+        cgw = start_cgw(lab, cgw_dir, 2, tunnels=(2,), peers=PEERS_B)
+        try:
+            cgw.netns.ip("route", "add", "10.98.0.0/16", "dev", "ipsec0")
+            assert cgw.initiate("t2")
+            lab_b.wait_tunnel_up(2)
+            assert lab.tunnel_child(1) is None and lab.tunnel_child(2) is None
+            assert lab.ping("lan", IPv4Address("10.98.0.10"))
+            assert not lab.ping("lan", lab.vpc_host_ip, count=1)  # the other VPC
+            lab_b.cut(2)
+            assert lab_b.is_cut(2) and lab.is_cut(2) is False
+            lab_b.wait_tunnel_down(2, timeout=15)
+            lab_b.restore(2)
+        finally:
+            cgw.stop()
+        # An attached lab may not reuse the other lab's addresses.
+        with pytest.raises(ConfigError, match="overlap"):
+            AwsLab(sample_connection(PEERS_B), LabOptions(), attach_to=lab)
+    finally:
+        lab_b.close()
+    assert _leftovers(lab_b.topology.prefix, [], lab_b.workdir) == []
+    assert lab.ping("cgw", lab.options.lan_host.ip)  # the first lab is untouched
