@@ -32,6 +32,7 @@ from conftest import require, require_root
 from cgwd.lab.netns import Netns, Topology
 from cgwd.net.base import RTPROT_CGWD, MssClamp, NetOps, NetOpsError, Nexthop, RouteSpec
 from cgwd.net.fake import FakeNetOps
+from cgwd.net.host import HostNetwork, TunnelInterface
 from cgwd.net.nft import Nft, mss_clamp_document
 from cgwd.net.pyroute import PyrouteNetOps
 from cgwd.net.routes import TunnelRoutes, plan_routes
@@ -415,3 +416,25 @@ def test_usable_from_inside_a_running_event_loop(lab: Lab) -> None:
             net.close()
 
     assert asyncio.run(main()) == [RouteSpec(ip_network("10.96.0.0/16"), (Nexthop("t2"),), 3)]
+
+
+def test_host_network_on_the_kernel(lab: Lab) -> None:
+    host = HostNetwork(PyrouteNetOps(lab.r.name))
+    host.start()
+    host.configure_tunnel(
+        TunnelInterface(
+            "t2", IPv4Interface("169.254.11.2/30"), IPv4Address("169.254.11.1"), 1422, 1382
+        )
+    )
+    host.set_routes("vpc01", [RouteSpec(VPC, (Nexthop("t2"),), 101)])
+    (link,) = ip_json(lab.r, "link", "show", "dev", "t2")
+    assert link["mtu"] == 1422
+    assert lab.r.run("sysctl", "-n", "net.ipv4.conf.t2.rp_filter").stdout.strip() == "2"
+    assert {(r["dst"], r["dev"], r["metric"]) for r in cgwd_routes(lab.r)} == {
+        ("10.99.0.0/16", "t2", 101)
+    }
+    assert len(nft_rules(lab.r)) == 4
+    host.shutdown()  # as at SIGTERM: nothing of cgwd's is left
+    assert cgwd_routes(lab.r) == []
+    assert not Nft(lab.r.name).table_exists()
+    lab.r.ip("link", "set", "t2", "mtu", "1500")
