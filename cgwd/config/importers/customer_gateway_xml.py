@@ -144,11 +144,15 @@ def _draft(reporter: a.Reporter, index: int, tunnel: Element, base: str) -> a.Tu
             )
         prefix = cidr or mask
         draft.put(key, f"{address}/{prefix}" if prefix else address, origin(f"{path}/ip_address"))
-    ipv6_path = f"customer_gateway/{INSIDE_IPV6}"
-    ipv6 = _text(tunnel, f"{ipv6_path}/ip_address")
-    if ipv6 is not None:
-        length = _text(tunnel, f"{ipv6_path}/prefix_length") or "126"
-        draft.put(a.INSIDE_IPV6_CIDR, f"{ipv6}/{length}", origin(f"{ipv6_path}/ip_address"))
+    ipv6 = {side: _ipv6_inside(tunnel, side) for side in ("customer_gateway", "vpn_gateway")}
+    if ipv6["customer_gateway"] is not None:
+        text, path = ipv6["customer_gateway"]
+        draft.put(a.INSIDE_IPV6_CIDR, text, origin(path))
+        if ipv6["vpn_gateway"] is not None and not _same_ipv6_block(text, ipv6["vpn_gateway"][0]):
+            raise draft.error(
+                "customer_gateway and vpn_gateway inside IPv6 addresses are in different /126s",
+                origin(ipv6["vpn_gateway"][1]),
+            )
     if a.CGW_INSIDE not in draft.raw and a.INSIDE_IPV6_CIDR not in draft.raw:
         raise draft.error(f"no customer_gateway/{INSIDE} or /{INSIDE_IPV6} element")
     if a.AWS_INSIDE in draft.raw:
@@ -158,6 +162,24 @@ def _draft(reporter: a.Reporter, index: int, tunnel: Element, base: str) -> a.Tu
         draft.put(a.NEXT_HOP, address, aws_inside.origin)
         draft.put(a.BGP_NEIGHBOR, address, aws_inside.origin)
     return draft
+
+
+def _ipv6_inside(tunnel: Element, side: str) -> tuple[str, str] | None:
+    """``ADDRESS/PREFIX`` of one side's inside IPv6 address and its element path."""
+    path = f"{side}/{INSIDE_IPV6}/ip_address"
+    address = _text(tunnel, path)
+    if address is None:
+        return None
+    length = _text(tunnel, f"{side}/{INSIDE_IPV6}/prefix_length") or "126"
+    return f"{address}/{length}", path
+
+
+def _same_ipv6_block(cgw: str, aws: str) -> bool:
+    """Whether both addresses are in one /126 (unparsable: let the build say)."""
+    try:
+        return norm.inside_ipv6_network(cgw) == norm.inside_ipv6_network(aws)
+    except ValueError:
+        return True
 
 
 def _same_prefix(address: str, cidr: str, mask: str) -> bool:

@@ -342,6 +342,23 @@ CASES = [
         ("tunnel 1", "no TCP MSS adjustment found", "ipsec_tunnel[1]"),
         where="element",
     ),
+    Case(
+        "xml ipv6 blocks differ",
+        "aws-customer-gateway-tgw-bgp-ipv6-no-psk.xml",
+        "<ip_address>fd00:77:1::1</ip_address>",
+        "<ip_address>fd00:77:1::5</ip_address>",
+        ("tunnel 1", "different /126s"),
+        where="element",
+    ),
+    Case(
+        "xml ipv6 outside fd00::/8",
+        "aws-customer-gateway-tgw-bgp-ipv6-no-psk.xml",
+        "fd00:77:2::",
+        "fe80:77:2::",
+        ("tunnel 2", "must be inside fd00::/8"),
+        count=-1,
+        where="element",
+    ),
     # CLI JSON
     Case("json syntax", JSON, '"Options": {', '"Options": {,', ("not valid JSON",)),
     Case(

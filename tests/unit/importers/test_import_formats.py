@@ -327,3 +327,10 @@ def test_strongswan_uncommented_leftupdown_must_agree() -> None:
 def test_connection_id_must_match_other_formats() -> None:
     with pytest.raises(ConfigError, match="not vpn-0aaaaaaaaaaaaaaaa"):
         load_aws_config(DATA / "aws-generic-2015-static.txt", connection_id="vpn-0aaaaaaaaaaaaaaaa")
+
+
+def test_xml_empty_gateway_id_element() -> None:
+    text = (DATA / "aws-customer-gateway-tgw-bgp-ipv6-no-psk.xml").read_text()
+    edited = text.replace("<vpn_gateway_id />", "<vpn_gateway_id></vpn_gateway_id>")
+    assert edited != text
+    assert parse_aws_config(edited).vpn_gateway_id is None
