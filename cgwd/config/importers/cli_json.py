@@ -135,6 +135,12 @@ def _collect_secrets(doc: Any, reporter: a.Reporter) -> None:
             stack.extend(node)
 
 
+def _some(ids: Sequence[str | None], shown: int = 5) -> str:
+    """The first few connection ids, for a message."""
+    listed = ", ".join(i or "?" for i in ids[:shown])
+    return listed + (f" and {len(ids) - shown} more" if len(ids) > shown else "")
+
+
 def _pick(doc: Any, j: _Json, connection_id: str | None) -> tuple[dict[str, Any], str]:
     """The chosen connection object and its JSON path."""
     root = j.object(doc, "$")
@@ -152,11 +158,11 @@ def _pick(doc: Any, j: _Json, connection_id: str | None) -> tuple[dict[str, Any]
     if connection_id is not None:
         chosen = [c for c, id_ in zip(candidates, ids, strict=True) if id_ == connection_id]
         if not chosen:
-            listed = ", ".join(i or "?" for i in ids) or "none"
+            listed = _some(ids) or "none"
             raise j.fail("$", f"no connection {connection_id} in the file (it has: {listed})")
         return chosen[0]
     if len(candidates) != 1:
-        listed = ", ".join(i or "?" for i in ids)
+        listed = _some(ids)
         raise j.fail(
             "$",
             f"the file lists {len(candidates)} VPN connections ({listed or 'none'}): "
