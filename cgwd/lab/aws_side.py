@@ -163,6 +163,14 @@ class LabOptions:
         )
 
     @property
+    def dead_peer_after(self) -> float:
+        """Upper bound on how long a silent peer stays up at an endpoint (either IKE version):
+        the DPD delay, then IKEv2's liveness timeout or IKEv1's ``dpd_timeout``."""
+        delay = self.dpd_delay or aws_profile.AWS_DEFAULT_DPD_DELAY
+        timeout = self.dpd_timeout or aws_profile.AWS_DEFAULT_DPD_TIMEOUT
+        return delay + max(self.liveness_timeout, timeout)
+
+    @property
     def liveness_timeout(self) -> float:
         """Seconds an endpoint waits for a DPD answer before declaring the peer dead."""
         return sum(
