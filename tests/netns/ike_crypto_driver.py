@@ -147,6 +147,8 @@ def main(argv: list[str]) -> None:
     spi_i = int.from_bytes(RNG.bytes(8), "big")
     ts = (TrafficSelector.any_ipv4(),)
     result: dict[str, object] = {}
+    inputs: dict[str, str] = {}  # public inputs of the key schedules, as on the wire
+    result["inputs"] = inputs
 
     # IKE_SA_INIT { SA, KEi, Ni } -->   <-- { SA, KEr, Nr }
     ni = RNG.bytes(32)
@@ -183,6 +185,7 @@ def main(argv: list[str]) -> None:
     peer.float_to_4500()
     out_sk, in_sk = keys.sk_ciphers(suite, initiator=True)
     result["skeyseed"] = skeyseed(prf_id, ni, nr, shared).reveal().hex()
+    inputs.update(ni=ni.hex(), nr=nr.hex(), spi_i=f"{spi_i:016x}", spi_r=f"{spi_r:016x}")
     result["ike"] = keys_json(keys)
 
     # IKE_AUTH { IDi, N(INITIAL_CONTACT), AUTH, SA, TSi, TSr } -->
@@ -250,6 +253,7 @@ def main(argv: list[str]) -> None:
         ke = resp.get(KePayload)
         assert ke is not None
         shared2 = priv2.shared_secret(ke.data)
+    inputs.update(child_ni=ni2.hex(), child_nr=nonce.nonce.hex())
     result["child_rekey"] = (
         child_keymat(prf_id, keys.sk_d, ni2, nonce.nonce, 2 * c_keymat_len, shared2).reveal().hex()
     )
@@ -300,6 +304,12 @@ def main(argv: list[str]) -> None:
         old_prf_id=prf_id,
     )
     result["ike_rekeyed"] = keys_json(new_keys)
+    inputs.update(
+        rekey_ni=ni3.hex(),
+        rekey_nr=nonce.nonce.hex(),
+        rekey_spi_i=new_spi_i.hex(),
+        rekey_spi_r=new_spi_r.hex(),
+    )
     new_out, new_in = new_keys.sk_ciphers(new_suite, initiator=True)
     n_spi_i = int.from_bytes(new_spi_i, "big")
     # On the new IKE SA: an empty INFORMATIONAL (liveness check) must round-trip.

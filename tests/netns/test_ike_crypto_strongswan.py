@@ -10,8 +10,10 @@ authenticate with our keys (the driver exits non-zero otherwise).
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -212,3 +214,70 @@ def test_keys_match_strongswan(lab: tuple[Charon, Netns], case: tuple) -> None: 
             keymat == enc_i[generation] + int_i[generation] + enc_r[generation] + int_r[generation]
         )
     assert ours["child_auth"] != ours["child_rekey"]
+    CAPTURED.append(capture(case, ours["inputs"], log))
+
+
+CAPTURED: list[dict[str, object]] = []
+
+
+def capture(case: tuple, inputs: dict[str, str], log: list[str]) -> dict[str, object]:  # type: ignore[type-arg]
+    """Inputs from the wire plus what charon logged: a vector for the unit tests."""
+    ike, esp, pfs = case[:3]
+    first = lambda label, i=0: logged_chunks(log, label)[i]  # noqa: E731
+    names = ("d", "ai", "ar", "ei", "er", "pi", "pr")
+    suites = (ike, case[5] if len(case) > 5 else ike)
+    keys = [
+        {n: first(f"Sk_{n} secret", g) for n in names if suites[g][2] or n not in ("ai", "ar")}
+        for g in (0, 1)
+    ]
+    child = [
+        {
+            "encr_i": first("encryption initiator key", g),
+            "encr_r": first("encryption responder key", g),
+            "integ_i": first("integrity initiator key", g) if esp[2] else "",
+            "integ_r": first("integrity responder key", g) if esp[2] else "",
+        }
+        for g in (0, 1)
+    ]
+    return {
+        "suite": {"encr": ike[0], "bits": ike[1], "integ": ike[2], "prf": ike[3], "dh": ike[4]},
+        "rekey_suite": dict(zip(("encr", "bits", "integ", "prf", "dh"), case[5], strict=True))
+        if len(case) > 5
+        else None,
+        "esp": {"encr": esp[0], "bits": esp[1], "integ": esp[2]},
+        "inputs": inputs,
+        "shared": first("shared Diffie Hellman secret"),
+        "rekey_shared": first("shared Diffie Hellman secret", 1),
+        "child_shared": first("DH secret") if pfs else None,
+        "skeyseed": first("SKEYSEED"),
+        "rekey_skeyseed": first("SKEYSEED", 1),
+        "ike_keys": keys[0],
+        "rekeyed_ike_keys": keys[1],
+        "child_keys": child[0],
+        "rekeyed_child_keys": child[1],
+        "auth": {
+            "psk": PSK,
+            "idx": first("IDx'"),
+            "sk_p": first("SK_p"),
+            "octets": first("octets = message + nonce + prf(Sk_px, IDx')"),
+            "auth": first("AUTH = prf(prf(secret, keypad), octets)"),
+        },
+    }
+
+
+def test_write_vectors() -> None:
+    """With CGWD_WRITE_IKE_VECTORS=PATH, store the captured vectors (run after the others)."""
+    path = os.environ.get("CGWD_WRITE_IKE_VECTORS")
+    if not path:
+        return
+    doc = {
+        "description": "IKEv2 key schedule and PSK AUTH values logged by strongSwan charon "
+        "(ike 4 / chd 4) while responding to tests/netns/ike_crypto_driver.py; inputs "
+        "(nonces, SPIs) as sent on the wire. Written by tests/netns/test_ike_crypto_strongswan.py.",
+        "charon": subprocess.run(
+            ["/usr/lib/ipsec/charon", "--version"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+        or "strongSwan 5.9.8",
+        "vectors": CAPTURED,
+    }
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
