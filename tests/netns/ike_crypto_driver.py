@@ -208,7 +208,8 @@ def main(argv: list[str]) -> None:
             TsrPayload(ts),
         ],
     )
-    _, resp = peer.exchange(encode_message(auth, out_sk, RNG), spi_i, 1, in_sk)
+    auth_resp_wire, resp = peer.exchange(encode_message(auth, out_sk, RNG), spi_i, 1, in_sk)
+    inputs["ike_auth_response"] = auth_resp_wire.hex()  # charon's SK-protected message
     idr, their_auth = resp.get(IdrPayload), resp.get(AuthPayload)
     if not resp.encrypted or idr is None or their_auth is None:
         raise SystemExit(f"IKE_AUTH failed: {resp.notifies()}")

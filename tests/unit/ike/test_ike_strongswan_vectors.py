@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from ike_test_helpers import load_vectors
 
+from cgwd.ike.constants import AuthMethod
 from cgwd.ike.crypto import (
     IkeKeys,
     IkeSuite,
+    SkCipher,
     auth_signed_octets,
     child_keymat,
     derive_ike_keys,
@@ -27,6 +29,9 @@ from cgwd.ike.crypto import (
 )
 from cgwd.ike.crypto.cipher import encr_algorithm
 from cgwd.ike.crypto.integ import integ_algorithm
+from cgwd.ike.decode_errors import IntegrityError
+from cgwd.ike.v2.message import decode_message
+from cgwd.ike.v2.payloads import AuthPayload, IdrPayload, SaPayload, TsiPayload
 from cgwd.secret import Secret
 
 VECTORS = load_vectors("strongswan_ikev2_keys.json")
@@ -97,6 +102,24 @@ def test_child_sa_keymat(v: dict[str, Any]) -> None:
         # RFC 7296 §2.17: initiator-to-responder first, each encryption key then integrity key
         expected = keys["encr_i"] + keys["integ_i"] + keys["encr_r"] + keys["integ_r"]
         assert keymat.reveal().hex() == expected
+
+
+@pytest.mark.parametrize("v", VECTORS, ids=name_of)
+def test_decrypts_charons_ike_auth_response(v: dict[str, Any]) -> None:
+    """charon's own SK payload (CBC+HMAC or GCM) opened with the SK_er/SK_ar it logged."""
+    suite, k = suite_of(v["suite"]), v["ike_keys"]
+    sk = SkCipher(suite, h(k["er"]), h(k["ar"]) if "ar" in k else None)
+    wire = h(v["inputs"]["ike_auth_response"])
+    msg = decode_message(wire, sk)
+    assert msg.encrypted and msg.response and not msg.initiator and msg.message_id == 1
+    idr, auth = msg.get(IdrPayload), msg.get(AuthPayload)
+    assert idr is not None and str(idr) == "192.0.2.1"
+    assert auth is not None and auth.method == AuthMethod.SHARED_KEY_MIC
+    assert msg.get(SaPayload) is not None and msg.get(TsiPayload) is not None
+    bad = bytearray(wire)
+    bad[-1] ^= 1
+    with pytest.raises(IntegrityError):
+        decode_message(bytes(bad), sk)
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=name_of)
