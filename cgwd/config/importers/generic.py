@@ -29,7 +29,7 @@ OUTSIDE = "outside ip addresses"
 INSIDE = "inside ip addresses"
 SUB_HEADINGS = (OUTSIDE, INSIDE)
 
-# (section, sub-heading, label) -> draft key. Labels are lower case, inner blanks collapsed.
+# (section, sub-heading, label) -> draft key; looked up in lower case, inner blanks collapsed.
 FIELDS: dict[tuple[str, str | None, str], str] = {
     ("#1", None, "ike version"): a.IKE_VERSION,
     ("#1", None, "authentication method"): a.AUTH_METHOD,
@@ -98,8 +98,8 @@ class Field:
     """One ``- label : value`` line and where it sits."""
 
     section: str | None  # "#1" .. "#4"
-    heading: str | None  # OUTSIDE, INSIDE or None
-    label: str  # lower case, blanks collapsed
+    heading: str | None  # "Outside IP Addresses", "Inside IP Addresses" (as written) or None
+    label: str  # as written, inner blanks collapsed
     value: str
     line: Line
 
@@ -159,11 +159,11 @@ def tokenize(lines: Iterable[Line]) -> Iterator[Field]:
             parts = split_label(stripped[2:])
             if parts is not None:
                 label, value = parts
-                yield Field(section, heading, label.lower(), value, line)
+                yield Field(section, heading, label, value, line)
                 continue
         # Prose (or a sub-heading): a sub-heading only lasts until the next prose line.
-        candidate = " ".join(stripped.rstrip(":").split()).lower()
-        heading = candidate if candidate in SUB_HEADINGS else None
+        candidate = " ".join(stripped.rstrip(":").split())
+        heading = candidate if candidate.lower() in SUB_HEADINGS else None
 
 
 def _routing(block: TunnelBlock) -> tuple[Routing, Line] | None:
@@ -184,16 +184,15 @@ def _draft(reporter: a.Reporter, index: int, block: TunnelBlock) -> a.TunnelDraf
     for field in tokenize(block.lines):
         if field.section is None:
             continue
-        key = FIELDS.get((field.section, field.heading, field.label))
-        if key is None and field.heading is not None:
-            key = FIELDS.get((field.section, None, field.label))
+        label = field.label.lower()
+        heading = None if field.heading is None else field.heading.lower()
+        key = FIELDS.get((field.section, heading, label))
+        if key is None and heading is not None:
+            key = FIELDS.get((field.section, None, label))
         if key is not None:
-            label = (
-                f"{field.section} {field.label}"
-                if field.heading is None
-                else (f"{field.section} {field.heading}: {field.label}")
-            )
-            draft.put(key, field.value, a.Origin(f"'{label}'", field.line.number))
+            shown = field.label if field.heading is None else f"{field.heading}: {field.label}"
+            origin = a.Origin(f"'{field.section} {shown}'", field.line.number)
+            draft.put(key, field.value, origin)
     return draft
 
 
@@ -205,7 +204,7 @@ def parse(text: str, *, source: str) -> AwsVpnConnection:
         field.value
         for block in blocks
         for field in tokenize(block.lines)
-        if field.label == "pre-shared key" and field.value
+        if field.label.lower() == "pre-shared key" and field.value
     )
     ids = read_ids(reporter, header)
     for expected, block in enumerate(blocks, start=1):

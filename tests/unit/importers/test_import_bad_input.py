@@ -70,20 +70,20 @@ CASES = [
         ("tunnel 2", "must not start with 0"),
     ),
     Case("psk too short", GENERIC, PSKS[0], "abc", ("8-64 characters", "has 3")),
-    Case("psk empty", GENERIC, PSKS[0], "", ("tunnel 1", "pre-shared key", "empty value")),
+    Case("psk empty", GENERIC, PSKS[0], "", ("tunnel 1", "Pre-Shared Key", "empty value")),
     Case(
         "phase 1 lifetime range",
         GENERIC,
         "28800 seconds",
         "99999 seconds",
-        ("tunnel 1", "#1 lifetime", "phase 1 lifetime 99999 s is outside 900-28800 s"),
+        ("tunnel 1", "#1 Lifetime", "phase 1 lifetime 99999 s is outside 900-28800 s"),
     ),
     Case(
         "phase 2 lifetime range",
         GENERIC,
         "3600 seconds",
         "600 seconds",
-        ("tunnel 1", "#2 lifetime", "phase 2 lifetime 600 s is outside 900-3600 s"),
+        ("tunnel 1", "#2 Lifetime", "phase 2 lifetime 600 s is outside 900-3600 s"),
     ),
     Case(
         "phase 2 not shorter",
@@ -225,7 +225,7 @@ CASES = [
         GENERIC,
         "IPSec Tunnel #2",
         "IPSec Tunnel two",
-        ("tunnel 1", "'#1 pre-shared key': contradicts the value given at line 33"),
+        ("tunnel 1", "'#1 Pre-Shared Key': contradicts the value given at line 33"),
     ),
     Case(
         "tunnel numbering",
