@@ -132,6 +132,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Charon, Netn
         if charon is not None:
             charon.stop()
         topo.close()
+        write_vectors()
 
 
 _HEX_LINE = re.compile(r"^\s*\d+: ((?:[0-9A-F]{2} )*[0-9A-F]{2})")
@@ -265,8 +266,8 @@ def capture(case: tuple, inputs: dict[str, str], log: list[str]) -> dict[str, ob
     }
 
 
-def test_write_vectors() -> None:
-    """With CGWD_WRITE_IKE_VECTORS=PATH, store the captured vectors (run after the others)."""
+def write_vectors() -> None:
+    """With CGWD_WRITE_IKE_VECTORS=PATH, store what this module captured (fixture teardown)."""
     path = os.environ.get("CGWD_WRITE_IKE_VECTORS")
     if not path:
         return
