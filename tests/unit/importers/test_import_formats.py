@@ -334,3 +334,44 @@ def test_xml_empty_gateway_id_element() -> None:
     edited = text.replace("<vpn_gateway_id />", "<vpn_gateway_id></vpn_gateway_id>")
     assert edited != text
     assert parse_aws_config(edited).vpn_gateway_id is None
+
+
+@pytest.mark.parametrize(
+    ("name", "distractors"),
+    [
+        (
+            "aws-generic-static-ikev1.txt",
+            ["UDP port 4500", "DH groups like 2, 14-18", "Next hop  "],
+        ),
+        (
+            "aws-generic-2009-bgp.txt",
+            ["(0.0.0.0/0)", "Customer Gateway:        :", "VPN Gateway ASN"],
+        ),
+        ("aws-generic-2015-static.txt", ["\t: sha1", "Perfect Forward Secrecy  : Diffie"]),
+        ("aws-generic-2021-tgw-bgp-ikev2.txt", ["Virtual Private  Gateway ASN", "NOTE: If you"]),
+        ("aws-cisco-ios-static-ikev1.txt", ["! ip route 10.0.0.0 255.255.0.0 Tunnel1 track 100"]),
+        ("aws-strongswan-static-ikev1.txt", ["(e.g. 192.168.1.0/24)", "<VPC CIDR>", "<LOCAL IP>"]),
+        ("aws-strongswan-static-ikev1.txt", ["\t#leftupdown=", "169.254.x", "aws-updown.sh"]),
+        ("aws-openswan-static.txt", ['203.0.113.66: PSK "', "<LOCAL NETWORK>"]),
+    ],
+)
+def test_fixtures_keep_their_traps(name: str, distractors: list[str]) -> None:
+    """The fixtures must keep what makes them hard; an editor 'cleaning' them breaks this."""
+    text = (DATA / name).read_text()
+    for distractor in distractors:
+        assert distractor in text
+
+
+def test_openswan_wins_detection_over_keyexchange() -> None:
+    """Openswan's conn may say keyexchange=ike, but only Openswan has phase2alg=."""
+    text = (DATA / "aws-openswan-static.txt").read_text()
+    edited = text.replace("\tkeyingtries=%forever\n", "\tkeyingtries=%forever\n\tkeyexchange=ike\n")
+    assert edited != text
+    assert detect_format(edited) == "aws-openswan"
+    assert parse_aws_config(edited).tunnels[0].ike_version is None
+
+
+def test_strongswan_and_openswan_say_routing_is_assumed() -> None:
+    for name in ("aws-strongswan-static-ikev1.txt", "aws-openswan-static.txt"):
+        conn = load_aws_config(DATA / name)
+        assert any("assuming static" in w for w in conn.warnings)
