@@ -212,6 +212,9 @@ def _apply_options(
     ipv6 = j.string(options, "TunnelInsideIpv6Cidr", path)
     if ipv6 is not None:
         _cross_check_ipv6(j, draft, ipv6, f"{path}.TunnelInsideIpv6Cidr")
+    arn = j.string(options, "PreSharedKeyArn", path)
+    if arn is not None:
+        warnings.append(f"tunnel {draft.index}: the PSK is kept in AWS Secrets Manager ({arn})")
     psk = j.string(options, "PreSharedKey", path)
     if psk is not None:
         where = f"{path}.PreSharedKey"

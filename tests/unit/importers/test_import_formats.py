@@ -224,6 +224,10 @@ def test_json_tgw_psk_in_secrets_manager() -> None:
         "bgp",
     )
     assert all(t.pre_shared_key is None for t in conn.tunnels)
+    assert "tunnel 2: the PSK is kept in AWS Secrets Manager (arn:aws:secretsmanager:" in (
+        " ".join(conn.warnings)
+    )
+    assert sum("PSK not available" in w for w in conn.warnings) == 2
     assert conn.tunnels[1].inside_ipv6_cidr == IPv6Network("fd00:77:2::/126")
 
 
