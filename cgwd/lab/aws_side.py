@@ -42,7 +42,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from types import TracebackType
@@ -51,132 +51,15 @@ from typing import Any
 from cgwd.config.aws import AwsTunnel, AwsVpnConnection
 from cgwd.errors import CgwdError, ConfigError
 from cgwd.lab import aws_profile
-from cgwd.lab.aws_profile import DpdAction, EndpointPolicy, IkeVersionChoice, StartupAction
+from cgwd.lab.aws_profile import EndpointPolicy
+from cgwd.lab.lab_options import LabOptions
 from cgwd.lab.netns import Netns, Topology, run_prefix
-from cgwd.lab.strongswan import (
-    DEFAULT_LOG_LEVELS,
-    Charon,
-    CharonSettings,
-    ChildSa,
-    IkeSa,
-    stop_pid,
-    wait_until,
-)
-from cgwd.secret import Secret
+from cgwd.lab.strongswan import Charon, ChildSa, IkeSa, stop_pid, wait_until
+
+__all__ = ["AwsLab", "AwsSide", "Endpoint", "LabOptions", "teardown"]
 
 NFT_TABLE = "cgwd_lab"
 CHILD_SA_NAME = aws_profile.connection_name  # tunnel index -> config/child name
-
-DEFAULT_LAN_PREFIX = IPv4Network("10.20.0.0/24")
-DEFAULT_LAN_HOST = IPv4Interface("10.20.0.10/24")
-DEFAULT_LAN_GATEWAY = IPv4Address("10.20.0.1")
-DEFAULT_VPC_CIDR = IPv4Network("10.99.0.0/16")
-DEFAULT_VPC_HOST = IPv4Interface("10.99.0.10/24")
-# Links between the lab's namespaces (one /24 each); must not overlap the addresses above.
-DEFAULT_TRANSIT = IPv4Network("10.255.0.0/16")
-
-
-@dataclass(frozen=True)
-class LabOptions:
-    """How to build the lab. Defaults are AWS's; `LabOptions.for_tests` shortens timers.
-
-    ``retransmit_*`` set how fast an endpoint gives up on a silent peer: IKEv2 DPD (a
-    liveness request) fails after ``retransmit_timeout * (1 + base + ... + base^tries)`` s.
-    The default (5 s, 5 tries, base 1) declares a peer dead 30 s after the probe, like AWS.
-    """
-
-    nat: bool = False
-    nat_random_ports: bool = True
-    lan: bool = True
-    lan_prefixes: tuple[IPv4Network, ...] = (DEFAULT_LAN_PREFIX,)
-    lan_host: IPv4Interface = DEFAULT_LAN_HOST
-    lan_gateway: IPv4Address = DEFAULT_LAN_GATEWAY
-    vpc_cidr: IPv4Network = DEFAULT_VPC_CIDR
-    vpc_host: IPv4Interface = DEFAULT_VPC_HOST
-    transit_network: IPv4Network = DEFAULT_TRANSIT
-    cgw_forwarding: bool = True
-    tunnels: tuple[int, ...] = (1, 2)  # which endpoints to build
-    # AWS endpoint behaviour (None: from the file, else AWS's default)
-    ike_version: IkeVersionChoice | None = None
-    startup_action: StartupAction | None = None
-    dpd_delay: int | None = None
-    dpd_timeout: int | None = None
-    dpd_action: DpdAction | None = None
-    phase1_lifetime: int | None = None
-    phase2_lifetime: int | None = None
-    rekey_margin: int | None = None
-    rekey_fuzz_percentage: int | None = None
-    replay_window: int | None = None
-    remote_id: str | None = None
-    # Per tunnel index: strongSwan proposal strings (e.g. "aes256gcm16-prfsha384-ecp384")
-    # restricting that endpoint, and PSK overrides (e.g. a wrong one).
-    ike_proposals: Mapping[int, str] = field(default_factory=dict)
-    esp_proposals: Mapping[int, str] = field(default_factory=dict)
-    psks: Mapping[int, Secret] = field(default_factory=dict)
-    # charon
-    retransmit_timeout: float = 5.0
-    retransmit_tries: int = 5
-    retransmit_base: float = 1.0
-    log_levels: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_LOG_LEVELS))
-    # where things live
-    workdir: Path | None = None  # default: a new temporary directory, removed by close()
-    prefix: str | None = None  # namespace name prefix; default: a fresh random one
-    detach: bool = False  # charons outlive this process (cgwd lab up)
-
-    @classmethod
-    def for_tests(cls, **overrides: Any) -> LabOptions:
-        """Short timers: DPD probe after 2 s of silence, peer dead 3 s later."""
-        base: dict[str, Any] = {
-            "dpd_delay": 2,
-            "dpd_timeout": 4,
-            "retransmit_timeout": 1.0,
-            "retransmit_tries": 2,
-            "retransmit_base": 1.0,
-        }
-        base.update(overrides)
-        return cls(**base)
-
-    def policy(self, index: int) -> EndpointPolicy:
-        return EndpointPolicy(
-            ike_version=self.ike_version,
-            startup_action=self.startup_action,
-            dpd_delay=self.dpd_delay,
-            dpd_timeout=self.dpd_timeout,
-            dpd_action=self.dpd_action,
-            phase1_lifetime=self.phase1_lifetime,
-            phase2_lifetime=self.phase2_lifetime,
-            rekey_margin=self.rekey_margin,
-            rekey_fuzz_percentage=self.rekey_fuzz_percentage,
-            replay_window=self.replay_window,
-            ike_proposals=self.ike_proposals.get(index),
-            esp_proposals=self.esp_proposals.get(index),
-            remote_id=self.remote_id,
-            psk=self.psks.get(index),
-        )
-
-    def charon_settings(self) -> CharonSettings:
-        return CharonSettings(
-            log_levels=dict(self.log_levels),
-            retransmit_timeout=self.retransmit_timeout,
-            retransmit_tries=self.retransmit_tries,
-            retransmit_base=self.retransmit_base,
-        )
-
-    @property
-    def dead_peer_after(self) -> float:
-        """Upper bound on how long a silent peer stays up at an endpoint (either IKE version):
-        the DPD delay, then IKEv2's liveness timeout or IKEv1's ``dpd_timeout``."""
-        delay = self.dpd_delay or aws_profile.AWS_DEFAULT_DPD_DELAY
-        timeout = self.dpd_timeout or aws_profile.AWS_DEFAULT_DPD_TIMEOUT
-        return delay + max(self.liveness_timeout, timeout)
-
-    @property
-    def liveness_timeout(self) -> float:
-        """Seconds an endpoint waits for a DPD answer before declaring the peer dead."""
-        return sum(
-            self.retransmit_timeout * self.retransmit_base**k
-            for k in range(self.retransmit_tries + 1)
-        )
 
 
 @dataclass
@@ -443,26 +326,10 @@ class AwsLab:
             _addr(inet, "nat", self._iface(10, 1))
             _addr(nat, "inet", self._iface(10, 2))
             _addr(nat, "inet", IPv4Interface(f"{self.cgw_outside_ip}/32"))
-            nat.ip(
-                "route",
-                "add",
-                "default",
-                "via",
-                str(self._addr(10, 1)),
-                "dev",
-                "inet",
-                "src",
-                str(self.cgw_outside_ip),
+            _ip(
+                nat, f"route add default via {self._addr(10, 1)} dev inet src {self.cgw_outside_ip}"
             )
-            inet.ip(
-                "route",
-                "add",
-                f"{self.cgw_outside_ip}/32",
-                "via",
-                str(self._addr(10, 2)),
-                "dev",
-                "nat",
-            )
+            _ip(inet, f"route add {self.cgw_outside_ip}/32 via {self._addr(10, 2)} dev nat")
             topo.link(nat, "cgw", cgw, "wan")
             _addr(nat, "cgw", self._iface(11, 1))
             _addr(cgw, "wan", self._iface(11, 2))
@@ -483,26 +350,8 @@ class AwsLab:
             _addr(inet, "cgw", self._iface(10, 1))
             _addr(cgw, "wan", self._iface(10, 2))
             _addr(cgw, "wan", IPv4Interface(f"{self.cgw_outside_ip}/32"))
-            cgw.ip(
-                "route",
-                "add",
-                "default",
-                "via",
-                str(self._addr(10, 1)),
-                "dev",
-                "wan",
-                "src",
-                str(self.cgw_outside_ip),
-            )
-            inet.ip(
-                "route",
-                "add",
-                f"{self.cgw_outside_ip}/32",
-                "via",
-                str(self._addr(10, 2)),
-                "dev",
-                "cgw",
-            )
+            _ip(cgw, f"route add default via {self._addr(10, 1)} dev wan src {self.cgw_outside_ip}")
+            _ip(inet, f"route add {self.cgw_outside_ip}/32 via {self._addr(10, 2)} dev cgw")
         # Cutting a tunnel = putting its AWS outside address in this set.
         _nft(
             inet,
@@ -545,15 +394,7 @@ class AwsLab:
         nexthops: list[str] = []
         for ep in self.endpoints.values():
             nexthops += ["nexthop", "via", str(ep.vgw_link.ip), "dev", f"aws{ep.index}"]
-            vgw.ip(
-                "route",
-                "add",
-                str(ep.inside.network),
-                "via",
-                str(ep.vgw_link.ip),
-                "dev",
-                f"aws{ep.index}",
-            )
+            _ip(vgw, f"route add {ep.inside.network} via {ep.vgw_link.ip} dev aws{ep.index}")
         for prefix in o.lan_prefixes:
             if len(self.endpoints) == 1:
                 vgw.ip("route", "add", str(prefix), *nexthops[1:])
@@ -572,17 +413,7 @@ class AwsLab:
         _addr(inet, inet_if, self._iface(k, 1))
         _addr(ns, "inet", self._iface(k, 2))
         _addr(ns, "inet", IPv4Interface(f"{outside}/32"))
-        ns.ip(
-            "route",
-            "add",
-            "default",
-            "via",
-            str(self._addr(k, 1)),
-            "dev",
-            "inet",
-            "src",
-            str(outside),
-        )
+        _ip(ns, f"route add default via {self._addr(k, 1)} dev inet src {outside}")
         inet.ip("route", "add", f"{outside}/32", "via", str(self._addr(k, 2)), "dev", inet_if)
         self.topology.link(vgw, f"aws{i}", ns, "vgw")
         _addr(vgw, f"aws{i}", self._iface(20 + i, 1))
@@ -922,6 +753,11 @@ def _inside(tunnel: AwsTunnel) -> tuple[IPv4Interface, IPv4Address]:
     aws = tunnel.vpn_gateway_inside_ip or cidr.network_address + 1
     cgw = tunnel.customer_gateway_inside_ip or cidr.network_address + 2
     return IPv4Interface(f"{aws}/{cidr.prefixlen}"), cgw
+
+
+def _ip(ns: Netns, command: str) -> None:
+    """``ip`` in ``ns`` with a command line of addresses and names (no spaces inside)."""
+    ns.ip(*command.split())
 
 
 def _addr(ns: Netns, dev: str, address: IPv4Interface) -> None:
