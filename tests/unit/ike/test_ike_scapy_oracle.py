@@ -6,8 +6,11 @@ length says so (12), and transform/proposal counts are not derived automatically
 
 from __future__ import annotations
 
+import contextlib
+import random
 from ipaddress import IPv4Address
 
+import pytest
 from ike_messages import all_messages, ike_auth_request, informational_request
 from scapy.contrib.ikev2 import (
     IKEv2,
@@ -25,9 +28,10 @@ from scapy.contrib.ikev2 import (
     IKEv2_VendorID,
     IPv4TrafficSelector,
 )
-from scapy.packet import Packet, raw
+from scapy.packet import Packet, fuzz, raw
 
 from cgwd.ike.constants import ExchangeType, NotifyType, PayloadType, ProtocolId
+from cgwd.ike.decode_errors import IkeDecodeError
 from cgwd.ike.rng import SeededRng
 from cgwd.ike.v2.message import decode_message, encode_message
 from cgwd.ike.v2.payloads import (
@@ -162,3 +166,56 @@ def test_scapy_sees_our_field_values() -> None:
         and info[IKEv2_Notify].SPI == b"\xc0\x01\x02\x03"
     )
     assert info.next_payload == PayloadType.DELETE
+
+
+# ---------------------------------------------------------------- scapy-crafted bad input
+
+
+def _header(**kw: object) -> Packet:
+    return IKEv2(init_SPI=b"\x01" * 8, resp_SPI=b"\x00" * 8, exch_type=34, **kw)
+
+
+MALFORMED = {
+    # scapy's own defaults: key length attribute announced by length 12 but absent data
+    "transform count says 3": _header()
+    / IKEv2_SA(
+        prop=IKEv2_Proposal(trans_nb=3, trans=IKEv2_Transform(transform_type=2, transform_id=2))
+    ),
+    "notify SPI size larger than SPI": _header()
+    / IKEv2_Notify(proto=3, SPIsize=8, type=16393, SPI=b"abcd"),
+    "delete ESP with 8-octet SPIs": _header()
+    / IKEv2_Delete(proto=3, SPIsize=8, SPInum=1, SPI=[b"12345678"]),
+    "nonce of 8 octets": _header() / IKEv2_Nonce(nonce=b"n" * 8),
+    "TS count 2 with one selector": _header()
+    / IKEv2_TSi(number_of_TSs=2, traffic_selector=[IPv4TrafficSelector(IP_protocol_ID=0)]),
+    "IKEv1 version octet": _header(version=0x10) / IKEv2_Nonce(nonce=b"n" * 16),
+    "KE without data": _header() / IKEv2_KE(group=14, ke=b""),
+}
+
+
+def test_scapy_crafted_malformed_messages_are_rejected() -> None:
+    for name, pkt in MALFORMED.items():
+        with pytest.raises(IkeDecodeError):
+            decode_message(raw(pkt), None)
+            raise AssertionError(f"{name}: accepted")
+
+
+def test_scapy_fuzzed_fields_only_raise_decode_errors() -> None:
+    """scapy's fuzz() fills fields at random (fixed seed); the header stays consistent."""
+    random.seed(4)
+    reached_payloads = 0
+    for _ in range(300):
+        body = (
+            fuzz(IKEv2_SA(prop=IKEv2_Proposal(trans=IKEv2_Transform() / IKEv2_Transform())))
+            / fuzz(IKEv2_Notify())
+            / fuzz(IKEv2_Nonce())
+        )
+        try:
+            payload = raw(body)
+        except Exception:
+            continue
+        wire = raw(_header(next_payload=33, length=28 + len(payload))) + payload
+        with contextlib.suppress(IkeDecodeError):
+            decode_message(wire, None)
+        reached_payloads += 1
+    assert reached_payloads > 20
