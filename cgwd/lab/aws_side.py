@@ -42,7 +42,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from types import TracebackType
@@ -539,12 +539,16 @@ exit 0
         shutil.rmtree(ep.charon.workdir / "up.d", ignore_errors=True)
         ep.netns.ip("link", "set", "dev", "vgw", "down", check=False)
 
-    def reconfigure(self, index: int, policy: EndpointPolicy) -> None:
-        """Give endpoint ``index`` a new policy (e.g. another proposal) and load it.
+    def reconfigure(self, index: int, policy: EndpointPolicy | None = None, **changes: Any) -> None:
+        """Give endpoint ``index`` a new policy and load it into its running charon.
 
-        Established SAs keep their algorithms; new negotiations use the new settings.
-        Lets one lab serve a whole matrix of suites. Raises ConfigError or CgwdError.
+        ``policy`` defaults to the lab's own (`LabOptions.policy`); ``changes`` are applied on
+        top, e.g. ``reconfigure(1, ike_proposals="aes256gcm16-prfsha384-ecp384")`` restricts
+        endpoint 1 to one suite and ``reconfigure(1)`` restores it. Established SAs keep
+        their algorithms; new negotiations use the new settings, so one lab serves a whole
+        matrix of suites. Raises ConfigError (bad policy) or CgwdError (charon refused it).
         """
+        policy = replace(policy or self.options.policy(index), **changes)
         ep = self.endpoint(index)
         ep.charon.set_swanctl_conf(
             aws_profile.endpoint_swanctl_conf(

@@ -214,12 +214,7 @@ def test_each_tunnel_carries_traffic(lab: AwsLab, cgw_dir: Path, version: int) -
 
 def test_restricted_endpoint_negotiates_its_suite(lab: AwsLab, cgw_dir: Path) -> None:
     lab.reconfigure(
-        1,
-        EndpointPolicy(
-            dpd_delay=2,
-            ike_proposals="aes256gcm16-prfsha384-ecp384",
-            esp_proposals="aes256gcm16-ecp384",
-        ),
+        1, ike_proposals="aes256gcm16-prfsha384-ecp384", esp_proposals="aes256gcm16-ecp384"
     )
     cgw = start_cgw(lab, cgw_dir, 2, tunnels=(1,))
     try:
@@ -236,7 +231,7 @@ def test_restricted_endpoint_negotiates_its_suite(lab: AwsLab, cgw_dir: Path) ->
         assert lab.ping("lan", lab.vpc_host_ip)
     finally:
         cgw.stop()
-        lab.reconfigure(1, lab.options.policy(1))
+        lab.reconfigure(1)
         lab.wait_tunnel_down(1, timeout=10)
 
 
@@ -460,7 +455,7 @@ def test_wrong_psk_and_no_common_proposal_fail_cleanly(lab: AwsLab, cgw_dir: Pat
     cgw = start_cgw(lab, cgw_dir, 2, tunnels=(1,))
     mark = lab.endpoint(1).charon.log_mark()
     try:
-        lab.reconfigure(1, EndpointPolicy(dpd_delay=2, psk=Secret("wrong_key.12345678")))
+        lab.reconfigure(1, psk=Secret("wrong_key.12345678"))
         assert not cgw.initiate("t1", timeout=5, check=False)
         assert lab.tunnel_child(1) is None
         log = "\n".join(lab.endpoint(1).charon.log_since(mark))
@@ -468,13 +463,13 @@ def test_wrong_psk_and_no_common_proposal_fail_cleanly(lab: AwsLab, cgw_dir: Pat
         assert "wrong_key" not in log
 
         mark = lab.endpoint(1).charon.log_mark()
-        lab.reconfigure(1, EndpointPolicy(dpd_delay=2, ike_proposals="aes128-sha1-modp8192"))
+        lab.reconfigure(1, EndpointPolicy(dpd_delay=2), ike_proposals="aes128-sha1-modp8192")
         assert not cgw.initiate("t1", timeout=5, check=False)
         log = "\n".join(lab.endpoint(1).charon.log_since(mark))
         assert "received proposals unacceptable" in log  # AWS: no_proposal_chosen
     finally:
         cgw.stop()
-        lab.reconfigure(1, lab.options.policy(1))
+        lab.reconfigure(1)
 
 
 def test_second_connection_attached(lab: AwsLab, cgw_dir: Path) -> None:
