@@ -379,3 +379,15 @@ def test_strongswan_and_openswan_say_routing_is_assumed() -> None:
     for name in ("aws-strongswan-static-ikev1.txt", "aws-openswan-static.txt"):
         conn = load_aws_config(DATA / name)
         assert any("assuming static" in w for w in conn.warnings)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in DATA.glob("aws-*")))
+def test_import_json_document_is_serialisable_and_redacted(name: str) -> None:
+    connection_id = "vpn-0f5b2f2f59f927ac6" if name.endswith(".json") else None
+    conn = load_aws_config(DATA / name, connection_id=connection_id)
+    rendered = json.dumps(conn.to_json())
+    for tunnel in conn.tunnels:
+        if tunnel.pre_shared_key is not None:
+            assert tunnel.pre_shared_key.reveal().decode() not in rendered
+            assert tunnel.pre_shared_key.reveal().decode() not in repr(conn)
+    assert json.loads(rendered)["format"] == conn.format
