@@ -157,6 +157,8 @@ def _chain(payloads: list[Payload]) -> tuple[int, bytes]:
     out = bytearray()
     n = len(payloads)
     for i, p in enumerate(payloads):
+        if not 0 < p.payload_type <= 0xFF or p.payload_type == PayloadType.SK:
+            raise ValueError(f"cannot encode a payload of type {p.payload_type}")
         body = p.encode_body()
         next_type = payloads[i + 1].payload_type if i + 1 < n else PayloadType.NONE
         critical = _CRITICAL if isinstance(p, UnknownPayload) and p.critical else 0

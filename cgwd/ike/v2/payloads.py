@@ -65,10 +65,10 @@ class Attribute:
     value: int | bytes
 
     def encode(self) -> bytes:
+        if not 0 <= self.type < _ATTR_TV:
+            raise ValueError(f"attribute type {self.type} overlaps the format bit")
         if isinstance(self.value, int):
             return _u16(_ATTR_TV | self.type, "attribute type") + _u16(self.value, "TV value")
-        if self.type & _ATTR_TV:
-            raise ValueError("attribute type overlaps the format bit")
         return _u16(self.type, "attribute type") + _u16(len(self.value), "TLV length") + self.value
 
 

@@ -109,3 +109,32 @@ def test_constant_helpers() -> None:
     assert is_error_notify(NotifyType.NO_PROPOSAL_CHOSEN) and not is_error_notify(16384)
     assert name_of(NotifyType, 24) == "AUTHENTICATION_FAILED"
     assert name_of(NotifyType, 9999) == "NotifyType 9999"
+
+
+def test_encoding_refuses_values_that_do_not_fit() -> None:
+    from cgwd.ike.rng import SeededRng  # noqa: PLC0415
+    from cgwd.ike.v2.message import encode_message  # noqa: PLC0415
+    from cgwd.ike.v2.payloads import (  # noqa: PLC0415
+        Attribute,
+        IdPayload,
+        KePayload,
+        Proposal,
+        SaPayload,
+        Transform,
+    )
+
+    def encode(*payloads: object) -> bytes:
+        msg = Message(34, 0, 1, 0, initiator=True, response=False, payloads=list(payloads))  # type: ignore[arg-type]
+        return encode_message(msg, None, SeededRng(0))
+
+    bad = [
+        IdPayload(1, b"abcd"),  # the base class has no payload type
+        KePayload(70000, b"x"),
+        SaPayload((Proposal(256, 1, b"", (Transform.of(1, 12, 128),)),)),
+        SaPayload((Proposal(1, 1, b"", (Transform(1, 12, (Attribute(0x8001, 1),)),)),)),
+        SaPayload((Proposal(1, 1, b"", (Transform.of(1, 12, 70000),)),)),
+        DeletePayload(3, (b"12345678",)),
+    ]
+    for payload in bad:
+        with pytest.raises(ValueError):
+            encode(payload)
