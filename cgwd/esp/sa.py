@@ -89,17 +89,21 @@ class SaCounters:
         self.drops[reason] = self.drops.get(reason, 0) + 1
         return reason
 
+    # Readers may run in another thread than the datapath that counts: they work on
+    # dict.copy(), which runs in C without releasing the GIL, so a reason counted for the
+    # first time meanwhile cannot break their iteration.
+
     @property
     def dropped(self) -> int:
         """All drops, whatever the reason."""
-        return sum(self.drops.values())
+        return sum(self.drops.copy().values())
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready copy, drop reasons by their stable names (for `cgwd status`)."""
         return {
             "packets": self.packets,
             "bytes": self.bytes,
-            "drops": {reason.value: count for reason, count in self.drops.items()},
+            "drops": {reason.value: count for reason, count in self.drops.copy().items()},
             "last_used": self.last_used,
         }
 
