@@ -464,8 +464,9 @@ class Charon:
         """Start charon and wait until its vici socket answers; then `load_all` if ``load``.
 
         ``detach`` puts charon in its own session so it outlives the calling process
-        (``cgwd lab up``). Raises `CgwdError` (with the log tail) if charon exits or
-        does not answer within ``timeout`` seconds.
+        (``cgwd lab up``). Raises `CgwdError` (with the log tail) if charon exits, does not
+        answer within ``timeout`` seconds or refuses the configuration; charon is then
+        stopped again.
         """
         if self.running:
             raise CgwdError(f"{self.name}: already running (pid {self.pid})")
@@ -501,7 +502,11 @@ class Charon:
                 f"{self.name}: charon did not come up in {self.netns.name}:\n{self.log_tail()}"
             ) from None
         if load:
-            self.load_all()
+            try:
+                self.load_all()
+            except BaseException:
+                self.stop()
+                raise
 
     def _vici_ready(self) -> bool:
         if self._proc is None or self._proc.poll() is not None:
