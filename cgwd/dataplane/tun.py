@@ -26,6 +26,7 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFF_MULTI_QUEUE = 0x0100
+IFF_VNET_HDR = 0x4000  # every packet is preceded by a struct virtio_net_hdr (10 octets)
 _IFREQ = struct.Struct("16sH22x")  # struct ifreq: ifr_name[IFNAMSIZ], ifr_flags, union padding
 
 
@@ -33,11 +34,12 @@ class TunError(DataplaneError):
     """The TUN device could not be created or configured."""
 
 
-def open_tun(name: str, *, multi_queue: bool = False) -> int:
+def open_tun(name: str, *, multi_queue: bool = False, vnet_hdr: bool = False) -> int:
     """Open (creating if needed) TUN device ``name`` and return a non-blocking packet fd.
 
     With ``multi_queue`` every call attaches one more queue to the same device; each fd is
-    then one queue, and the kernel spreads flows across them.
+    then one queue, and the kernel spreads flows across them. With ``vnet_hdr`` every read
+    and write starts with a ``struct virtio_net_hdr``, which lets writes carry GSO packets.
 
     Raises:
         TunError: bad name, no /dev/net/tun, or the kernel refused (e.g. name taken by a
@@ -45,7 +47,8 @@ def open_tun(name: str, *, multi_queue: bool = False) -> int:
     """
     if not name or len(name) > IFNAMSIZ:
         raise TunError(f"invalid TUN device name {name!r}")
-    flags = IFF_TUN | IFF_NO_PI | (IFF_MULTI_QUEUE if multi_queue else 0)
+    flags = IFF_TUN | IFF_NO_PI
+    flags |= (IFF_MULTI_QUEUE if multi_queue else 0) | (IFF_VNET_HDR if vnet_hdr else 0)
     try:
         fd = os.open(TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:

@@ -63,6 +63,7 @@ from cgwd.dataplane.sockets import (
     open_udp_encap,
     send_gso,
 )
+from cgwd.dataplane.tcp_coalesce import VNET_HDR_LEN, TcpCoalescer
 from cgwd.dataplane.tun import configure_tun, open_tun, remove_link
 from cgwd.esp.sa import DropReason, InboundSa, OutboundSa, SaCounters
 
@@ -128,7 +129,9 @@ class _Tunnel:
     stop_w: int = -1
     threads: list[threading.Thread] = field(default_factory=list)
     last_udp_tx: float = 0.0
+    # rx worker only: decrypted packets land at rx_out[VNET_HDR_LEN:], behind zeros.
     rx_out: memoryview = field(default_factory=lambda: memoryview(bytearray(MAX_PACKET)))
+    coalescer: TcpCoalescer | None = None
 
 
 class UserspaceDataplane:
@@ -138,6 +141,8 @@ class UserspaceDataplane:
         batch: packets handled per wakeup before snapshots are re-read.
         keepalive_interval: seconds of UDP silence towards a peer before a NAT keepalive.
         use_gso / use_gro: allow UDP segmentation offloads (off only to measure them).
+        tun_coalesce: merge decrypted TCP segments into GSO packets on the TUN device
+            (`cgwd.dataplane.tcp_coalesce`); off only to measure it.
         clock: monotonic clock for ``last_used`` and keepalives.
     """
 
@@ -150,6 +155,7 @@ class UserspaceDataplane:
         keepalive_interval: float = KEEPALIVE_INTERVAL,
         use_gso: bool = True,
         use_gro: bool = True,
+        tun_coalesce: bool = True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._tunnels: dict[str, _Tunnel] = {}
@@ -160,6 +166,7 @@ class UserspaceDataplane:
         self._keepalive_interval = keepalive_interval
         self._use_gso = use_gso
         self._use_gro = use_gro
+        self._tun_coalesce = tun_coalesce
         self._clock = clock
         self._drop_log = RateLimitedLog(log)
 
@@ -169,7 +176,7 @@ class UserspaceDataplane:
         if spec.name in self._tunnels:
             raise TunnelExistsError(f"tunnel {spec.name} is already open")
         self._loop = asyncio.get_running_loop()
-        tun_fd = open_tun(spec.name)
+        tun_fd = open_tun(spec.name, vnet_hdr=True)
         try:
             await asyncio.to_thread(_disable_ipv6, spec.name)
             await asyncio.to_thread(
@@ -179,6 +186,7 @@ class UserspaceDataplane:
             os.close(tun_fd)
             raise
         t = _Tunnel(spec, tun_fd)
+        t.coalescer = TcpCoalescer(lambda framed: self._tun_write(t, framed))
         t.wake_r, t.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         t.stop_r, t.stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._tunnels[spec.name] = t
@@ -401,7 +409,9 @@ class UserspaceDataplane:
             n_read = 0
             while n_read < batch:
                 try:
-                    n = readv(fd, [view[off + room : off + room + MAX_PACKET]])
+                    # The vnet header lands in the ESP header room (room >= 16 > 10) and is
+                    # overwritten there; with no offloads enabled it only says "plain packet".
+                    n = readv(fd, [view[off + room - VNET_HDR_LEN : off + room + MAX_PACKET]])
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -409,6 +419,10 @@ class UserspaceDataplane:
                         return
                     raise
                 n_read += 1
+                n -= VNET_HDR_LEN
+                if n <= 0 or view[off + room - VNET_HDR_LEN + 1] != 0:  # gso_type NONE only
+                    self._drop(t, "malformed", "(unexpected packet from the TUN device)")
+                    continue
                 if out is None:
                     self._drop(t, "no_sa", "(no outbound SA installed)")
                     continue
@@ -501,6 +515,8 @@ class UserspaceDataplane:
                     self._drain_udp(t, udp, view, now)
                 elif sock is not None:
                     self._drain_raw(t, sock, view, now)
+            if t.coalescer is not None:
+                t.coalescer.flush()  # never hold a packet past the burst it came in
             self._maybe_keepalive(t, now)
 
     def _drain_udp(self, t: _Tunnel, udp: UdpEncapSocket, view: memoryview, now: float) -> None:
@@ -566,7 +582,7 @@ class UserspaceDataplane:
         if inbound is None:
             self._drop(t, "unknown_spi", f"(SPI 0x{spi:08x})")
             return
-        result = inbound.sa.decapsulate_into(d, t.rx_out)
+        result = inbound.sa.decapsulate_into(d, t.rx_out[VNET_HDR_LEN:])
         if isinstance(result, DropReason):
             self._drop_log.log(
                 f"{t.spec.name} {result.name}",
@@ -574,8 +590,15 @@ class UserspaceDataplane:
             )
             return
         inbound.sa.counters.last_used = now
+        framed = t.rx_out[: VNET_HDR_LEN + result]
+        if t.coalescer is not None and self._tun_coalesce:
+            t.coalescer.add(framed)
+        else:
+            self._tun_write(t, framed)
+
+    def _tun_write(self, t: _Tunnel, framed: memoryview) -> None:
         try:
-            os.write(t.tun_fd, t.rx_out[:result])
+            os.write(t.tun_fd, framed)
         except OSError as exc:
             if exc.errno == errno.EBADF or t.stopping:
                 return
