@@ -287,6 +287,9 @@ class IdPayload:
 
     id_type: int  # IdType
     data: bytes
+    # Kept as received: AUTH signs the payload body octet for octet (§2.15), and a peer
+    # that puts something other than zeros here still signed what it sent.
+    reserved: bytes = b"\x00\x00\x00"
     payload_type: ClassVar[int] = 0
 
     @classmethod
@@ -296,7 +299,9 @@ class IdPayload:
     @property
     def body(self) -> bytes:
         """ID type | RESERVED | data: the IDx' that AUTH signs (§2.15)."""
-        return _u8(self.id_type, "ID type") + b"\x00\x00\x00" + self.data
+        if len(self.reserved) != 3:
+            raise ValueError("ID payload RESERVED is three octets")
+        return _u8(self.id_type, "ID type") + self.reserved + self.data
 
     def encode_body(self) -> bytes:
         return self.body
@@ -305,14 +310,14 @@ class IdPayload:
     def decode_body(cls, data: bytes) -> Self:
         r = Reader(data, "ID payload")
         id_type = r.u8()
-        r.take(3)
+        reserved = r.take(3)
         value = r.rest()
         expected = _ID_ADDRESS_SIZES.get(id_type)
         if expected is not None and len(value) != expected:
             raise ParseError(f"ID type {id_type} with {len(value)} octets of data")
         if not value:
             raise ParseError("empty identification data")
-        return cls(id_type, value)
+        return cls(id_type, value, reserved)
 
     def __str__(self) -> str:
         if self.id_type == IdType.IPV4_ADDR and len(self.data) == 4:

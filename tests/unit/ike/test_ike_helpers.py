@@ -138,3 +138,15 @@ def test_encoding_refuses_values_that_do_not_fit() -> None:
     for payload in bad:
         with pytest.raises(ValueError):
             encode(payload)
+
+
+def test_id_body_is_signed_as_received() -> None:
+    from cgwd.ike.rng import SeededRng  # noqa: PLC0415
+    from cgwd.ike.v2.message import decode_message, encode_message  # noqa: PLC0415
+
+    odd = IdrPayload(2, b"peer.example", b"\x00\x01\x02")
+    msg = Message(35, 1, 1, 2, initiator=False, response=True, payloads=[odd])
+    wire = encode_message(msg, None, SeededRng(0))
+    got = decode_message(wire, None).get(IdrPayload)
+    assert got is not None and got.body == b"\x02\x00\x01\x02peer.example"
+    assert wire.endswith(got.body)
