@@ -234,10 +234,16 @@ def _decode_payload(ptype: int, critical: bool, body: bytes) -> Payload:
     return UnknownPayload(ptype, critical, body)
 
 
-def _decode_chain(r: Reader, first: int, *, allow_sk: bool) -> tuple[list[Payload], int, int]:
-    """Payloads from ``first`` on. Stops at an SK payload (if allowed) and returns
-    (payloads, SK's next-payload field, offset of the SK body) or (payloads, -1, -1)."""
-    payloads: list[Payload] = []
+_RawPayload = tuple[int, bool, bytes]  # type, critical bit, body
+
+
+def _walk_chain(r: Reader, first: int, *, allow_sk: bool) -> tuple[list[_RawPayload], int, int]:
+    """Split the chain from ``first`` on into raw payloads, bodies not yet decoded.
+
+    Stops at an SK payload (if allowed) and returns (payloads before it, SK's next-payload
+    field, offset of the SK body), else (payloads, -1, -1).
+    """
+    raw: list[_RawPayload] = []
     ptype = first
     while ptype != PayloadType.NONE:
         next_type = r.u8()
@@ -250,11 +256,11 @@ def _decode_chain(r: Reader, first: int, *, allow_sk: bool) -> tuple[list[Payloa
                 raise ParseError("Encrypted payload inside an Encrypted payload")
             if length != GENERIC_PAYLOAD_HEADER_LENGTH + r.remaining:
                 raise ParseError("Encrypted payload is not the last payload")  # §3.14
-            return payloads, next_type, r.offset
-        payloads.append(_decode_payload(ptype, critical, r.take(length - 4)))
+            return raw, next_type, r.offset
+        raw.append((ptype, critical, r.take(length - GENERIC_PAYLOAD_HEADER_LENGTH)))
         ptype = next_type
     r.expect_end()
-    return payloads, -1, -1
+    return raw, -1, -1
 
 
 def decode_message(data: bytes | memoryview, sk: SkCipher | None) -> Message:
@@ -262,23 +268,26 @@ def decode_message(data: bytes | memoryview, sk: SkCipher | None) -> Message:
 
     ``sk`` is the inbound cipher of the IKE SA (``None`` for IKE_SA_INIT). An SK payload
     without ``sk``, or unprotected payloads next to an SK payload, are `ParseError`s.
+    Payload bodies of a protected message are only looked at after its ICV verified, so
+    `UnsupportedCritical` never comes from unauthenticated octets of such a message.
     Raises only `ParseError`, `IntegrityError` and `UnsupportedCritical`.
     """
     raw = bytes(data)
     header = decode_header(raw)
     r = Reader(raw, "IKE message")
     r.take(IKE_HEADER_LENGTH)
-    payloads, inner_first, body_offset = _decode_chain(r, header.next_payload, allow_sk=True)
+    chain, inner_first, body_offset = _walk_chain(r, header.next_payload, allow_sk=True)
     encrypted = body_offset >= 0
     if encrypted:
         if sk is None:
             raise ParseError("Encrypted payload but no keys for it")
-        if payloads:
+        if chain:
             raise ParseError("unprotected payloads before the Encrypted payload")
         plaintext = sk.decrypt(raw[body_offset:], raw[:body_offset])
-        payloads, _, _ = _decode_chain(
+        chain, _, _ = _walk_chain(
             Reader(plaintext, "Encrypted payload contents"), inner_first, allow_sk=False
         )
+    payloads = [_decode_payload(ptype, critical, body) for ptype, critical, body in chain]
     return Message(
         exchange_type=header.exchange_type,
         message_id=header.message_id,

@@ -290,6 +290,16 @@ def test_invalid_major_version_carries_the_header_fields() -> None:
     assert (err.exchange_type, err.message_id) == (34, 0)
 
 
+def test_no_unsupported_critical_from_unauthenticated_octets() -> None:
+    # A critical unknown payload in clear in front of an SK payload: rejected as
+    # malformed before anything is decoded, never answered as UNSUPPORTED_CRITICAL.
+    data = raw_message([(99, 0x80, b"x"), (PayloadType.SK, 0, b"\x00" * 40)])
+    suite = SUITES[0]
+    _, peer_in = keys_for(suite).sk_ciphers(suite, initiator=False)
+    with pytest.raises(ParseError):
+        decode_message(data, peer_in)
+
+
 def test_unsupported_critical_names_the_type() -> None:
     with pytest.raises(UnsupportedCritical) as info:
         decode_message(raw_message([(150, 0x80, b"")]), None)
