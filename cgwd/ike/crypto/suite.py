@@ -47,8 +47,7 @@ class IkeSuite:
     """ENCR (+ key bits), INTEG (``None`` with an AEAD cipher), PRF and DH group.
 
     Construction raises ``ValueError`` for anything we do not implement, so a suite that
-    exists can always be used. ``dh_group`` is 0 for a CREATE_CHILD_SA without PFS only in
-    Child SA contexts; an IKE SA always has one.
+    exists can always be used. An IKE SA always has a DH group (also when rekeyed, §2.18).
     """
 
     encr_id: int
