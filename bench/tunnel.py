@@ -135,12 +135,15 @@ class TunnelBench:
         pps = iperf_udp_pps(self.a, self.b, B_OUT, self.udp_seconds)
         return TunnelResult("veth", "none", tcp, pps)
 
-    def cgwd(self, suite: str) -> TunnelResult:
-        pair = StaticPair(self.side_a, self.side_b, suite, encap=True)
+    def cgwd(
+        self, suite: str, datapath: dict[str, Any] | None = None, *, warmup: int = 2
+    ) -> TunnelResult:
+        """cgwd <-> cgwd; ``datapath`` overrides UserspaceDataplane options (ablation)."""
+        pair = StaticPair(self.side_a, self.side_b, suite, encap=True, datapath=datapath or {})
         pair.start()
         try:
             # Warm up (allocations, socket buffers) before the "before" RSS sample.
-            iperf_tcp(self.a, self.b, CGWD_B_IN, 2)
+            iperf_tcp(self.a, self.b, CGWD_B_IN, warmup)
             pids = [pair.pid(self.side_a), pair.pid(self.side_b)]
             before = [rss_kib(p) for p in pids]
             tcp = iperf_tcp(self.a, self.b, CGWD_B_IN, self.tcp_seconds)
@@ -161,6 +164,7 @@ class TunnelBench:
                 "rss_kib_before": before,
                 "rss_kib_after": after,
                 "rx_drops": stats.get("tunnel", {}).get("drops", {}),
+                **({"datapath": datapath} if datapath else {}),
             },
         )
 

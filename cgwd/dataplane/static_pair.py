@@ -50,6 +50,7 @@ class StaticPair:
     procs: dict[str, subprocess.Popen[str]] = field(default_factory=dict)
     workdir: str = ""
     log_level: str = "WARNING"
+    datapath: dict[str, Any] = field(default_factory=dict)  # UserspaceDataplane options
     config_a: dict[str, Any] = field(default_factory=dict, repr=False)  # holds keys
     config_b: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -81,6 +82,7 @@ class StaticPair:
                 "suite": self.suite,
                 "encap": self.encap,
                 "sas": sas,
+                "datapath": self.datapath,
             }
 
         return one(self.a, self.b, sas_a), one(self.b, self.a, sas_b)

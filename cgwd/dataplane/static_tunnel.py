@@ -11,7 +11,7 @@ JSON object::
                 "local_outside": "192.0.2.1", "remote_outside": "192.0.2.2"},
      "suite": "aes128gcm16", "encap": true, "esn": false, "replay_window": 1024,
      "sas": [{"spi_in": 4096, "spi_out": 8192, "keymat_in": "<hex>", "keymat_out": "<hex>"}],
-     "install": 1}
+     "install": 1, "datapath": {"use_gso": true, "use_gro": true, "tun_coalesce": true}}
 
 ``encap`` is false (raw ESP), true (UDP 4500 both ends) or ``{"local_port", "remote_port"}``.
 The first ``install`` SA pairs (default 1) are installed at start, inbound first. Then it
@@ -44,6 +44,9 @@ from cgwd.errors import CgwdError, ConfigError
 from cgwd.esp.suites import suite_by_name
 from cgwd.secret import Secret
 
+# UserspaceDataplane keyword arguments a config may set (to measure each optimisation).
+DATAPATH_OPTIONS = frozenset({"batch", "use_gso", "use_gro", "tun_coalesce"})
+
 
 @dataclass(frozen=True)
 class StaticSaPair:
@@ -60,6 +63,7 @@ class StaticTunnelConfig:
     params_out: list[SaParams]
     pairs: list[StaticSaPair]
     install: int
+    datapath: dict[str, Any]
 
 
 def parse_config(doc: object, source: str) -> StaticTunnelConfig:
@@ -102,6 +106,10 @@ def parse_config(doc: object, source: str) -> StaticTunnelConfig:
         params_in = [SaParams(suite, p.keymat_in, **common) for p in pairs]
         params_out = [SaParams(suite, p.keymat_out, **common) for p in pairs]
         install = int(doc.get("install", 1))
+        datapath = dict(doc.get("datapath", {}))
+        unknown = set(datapath) - DATAPATH_OPTIONS
+        if unknown:
+            raise ConfigError(f"unknown datapath options {sorted(unknown)}", source=source)
     except KeyError as exc:
         raise ConfigError(f"missing key {exc}", source=source) from None
     except (TypeError, ValueError, DataplaneError) as exc:
@@ -109,7 +117,7 @@ def parse_config(doc: object, source: str) -> StaticTunnelConfig:
         raise ConfigError(str(exc), source=source) from None
     if not 0 <= install <= len(pairs):
         raise ConfigError(f"install {install} outside 0..{len(pairs)}", source=source)
-    return StaticTunnelConfig(spec, params_in, params_out, pairs, install)
+    return StaticTunnelConfig(spec, params_in, params_out, pairs, install, datapath)
 
 
 def read_config_file(path: str) -> str:
@@ -206,7 +214,7 @@ def _emit(obj: dict[str, Any]) -> None:
 
 
 async def run_tunnel(config: StaticTunnelConfig) -> None:
-    dp = UserspaceDataplane()
+    dp = UserspaceDataplane(**config.datapath)
     tunnel = StaticTunnel(config, dp)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
