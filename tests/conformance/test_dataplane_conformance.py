@@ -9,9 +9,6 @@ adding a harness here.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import os
-import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
@@ -40,11 +37,12 @@ from cgwd.secret import Secret
 
 try:
     from tests.conftest import require_root
+    from tests.dataplane_netns import run_async_in_netns
 except ImportError:  # pragma: no cover - depends on how pytest was started
     from conftest import require_root  # type: ignore[no-redef]
+    from dataplane_netns import run_async_in_netns  # type: ignore[no-redef]
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
 LOCAL_OUT = IPv4Address("192.0.2.1")
 REMOTE_OUT = IPv4Address("192.0.2.2")
 GCM = suite_by_name("aes128gcm16")
@@ -96,17 +94,6 @@ def _fake_harness() -> Iterator[Harness]:
     yield Harness(make, _run_plain, interface)
 
 
-def _enter_netns(name: str) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
-
-
 def _userspace_harness() -> Iterator[Harness]:
     require_root()
     topo = Topology()
@@ -118,24 +105,7 @@ def _userspace_harness() -> Iterator[Harness]:
         peer.ip("addr", "add", f"{REMOTE_OUT}/24", "dev", "out0")
 
         def run(fn: Callable[[], Awaitable[T]]) -> T:
-            # setns() switches only the calling thread; threads it starts (the event
-            # loop's executor, the datapath workers) inherit the namespace.
-            box: dict[str, Any] = {}
-
-            def target() -> None:
-                try:
-                    _enter_netns(ns.name)
-                    box["value"] = asyncio.run(fn())  # type: ignore[arg-type]
-                except BaseException as exc:
-                    box["error"] = exc
-
-            thread = threading.Thread(target=target, daemon=True)
-            thread.start()
-            thread.join(60)
-            assert not thread.is_alive(), "dataplane test hung"
-            if "error" in box:
-                raise box["error"]
-            return box.get("value")  # type: ignore[no-any-return]
+            return run_async_in_netns(ns.name, fn)
 
         def interface(name: str) -> dict[str, Any] | None:
             out = ns.ip("-o", "addr", "show", "dev", name, check=False)

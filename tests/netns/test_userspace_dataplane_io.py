@@ -1,0 +1,155 @@
+"""The userspace dataplane's UDP 4500 socket next to the IKE host's: demultiplexing and NAT-T.
+
+In a namespace holding our outside address 192.0.2.1 (peer 192.0.2.2 in another one): an
+"IKE host" socket bound to 192.0.2.1:4500 with SO_REUSEPORT, as cgwd's IKE host binds it,
+and the dataplane's socket connected to the peer. From the peer's 4500: an IKE datagram
+(non-ESP marker) must reach the registered IKE receiver, marker included, with both
+addresses; a keepalive must not; an ESP packet for an unknown SPI is counted. The dataplane
+must send NAT keepalives (RFC 3948 §2.3) while ESP-in-UDP is idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv4Interface
+
+import pytest
+
+from cgwd.dataplane.base import SaId, SaParams, TunnelSpec, UdpEncap
+from cgwd.dataplane.userspace import UserspaceDataplane
+from cgwd.esp.suites import suite_by_name
+from cgwd.lab.netns import Netns, Topology
+from cgwd.secret import Secret
+
+try:
+    from tests.conftest import require_root
+    from tests.dataplane_netns import run_async_in_netns, run_in_netns
+except ImportError:  # pragma: no cover
+    from conftest import require_root  # type: ignore[no-redef]
+    from dataplane_netns import run_async_in_netns, run_in_netns  # type: ignore[no-redef]
+
+pytestmark = [pytest.mark.netns]
+
+LOCAL, REMOTE = "192.0.2.1", "192.0.2.2"
+SPEC = TunnelSpec(
+    name="cgio0",
+    local_inside=IPv4Interface("169.254.30.2/30"),
+    remote_inside=IPv4Address("169.254.30.1"),
+    mtu=1400,
+    local_outside=IPv4Address(LOCAL),
+    remote_outside=IPv4Address(REMOTE),
+)
+GCM = suite_by_name("aes128gcm16")
+
+
+@pytest.fixture(scope="module")
+def namespaces() -> Iterator[tuple[Netns, Netns]]:
+    require_root()
+    topo = Topology()
+    try:
+        ours, peer = topo.add_netns("cgw"), topo.add_netns("peer")
+        topo.link(ours, "out0", peer, "out0")
+        ours.ip("addr", "add", f"{LOCAL}/24", "dev", "out0")
+        peer.ip("addr", "add", f"{REMOTE}/24", "dev", "out0")
+        yield ours, peer
+    finally:
+        topo.close()
+
+
+def udp_socket(ns: Netns, addr: str, port: int) -> socket.socket:
+    def make() -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind((addr, port))
+        return s
+
+    return run_in_netns(ns.name, make)
+
+
+def test_ike_datagrams_reach_the_receiver_and_esp_keepalives_do_not(
+    namespaces: tuple[Netns, Netns],
+) -> None:
+    ours, peer = namespaces
+    ike_host = udp_socket(ours, LOCAL, 4500)  # bound first, as the daemon's IKE host is
+    peer_sock = udp_socket(peer, REMOTE, 4500)
+    got: list[tuple[bytes, tuple[str, int], tuple[str, int]]] = []
+
+    async def body() -> dict[str, int]:
+        dp = UserspaceDataplane()
+        arrived = asyncio.Event()
+
+        def receive(data: bytes, remote: tuple[str, int], local: tuple[str, int]) -> None:
+            got.append((data, remote, local))
+            arrived.set()
+
+        dp.set_ike_receiver(receive)
+        try:
+            await dp.open_tunnel(SPEC)
+            params = SaParams(GCM, Secret(bytes(20)), encap=UdpEncap())
+            await dp.add_sa(SaId(SPEC.name, "in", 0x5001), params)
+            for datagram in (
+                b"\xff",
+                b"\x00\x00\x00\x00IKE-MESSAGE",
+                b"\x00\x00\x77\x77" + bytes(40),
+            ):
+                peer_sock.sendto(datagram, (LOCAL, 4500))
+            await asyncio.wait_for(arrived.wait(), 5)
+            await asyncio.sleep(0.3)  # anything else that would (wrongly) arrive
+            counters = dp.tunnel_counters(SPEC.name)
+            return {
+                "keepalives_in": counters.keepalives_in,
+                "ike_in": counters.ike_in,
+                "unknown_spi": counters.drops.get("unknown_spi", 0),
+            }
+        finally:
+            await dp.close()
+
+    try:
+        counts = run_async_in_netns(ours.name, body)
+        ike_host.setblocking(False)
+        stolen = select.select([ike_host], [], [], 0)[0]
+    finally:
+        ike_host.close()
+        peer_sock.close()
+    assert got == [(b"\x00\x00\x00\x00IKE-MESSAGE", (REMOTE, 4500), (LOCAL, 4500))]
+    assert counts == {"keepalives_in": 1, "ike_in": 1, "unknown_spi": 1}
+    assert not stolen, "the peer's datagrams went to the unconnected socket"
+
+
+def test_nat_keepalives_are_sent_while_esp_in_udp_is_idle(
+    namespaces: tuple[Netns, Netns],
+) -> None:
+    ours, peer = namespaces
+    peer_sock = udp_socket(peer, REMOTE, 4500)
+
+    async def body() -> int:
+        dp = UserspaceDataplane(keepalive_interval=0.3)
+        try:
+            await dp.open_tunnel(SPEC)
+            params = SaParams(GCM, Secret(bytes(20)), encap=UdpEncap())
+            await dp.add_sa(SaId(SPEC.name, "out", 0x6001), params)
+            await asyncio.sleep(2.5)  # the worker checks at least once a second
+            return dp.tunnel_counters(SPEC.name).keepalives_out
+        finally:
+            await dp.close()
+
+    try:
+        sent = run_async_in_netns(ours.name, body)
+        received = []
+        deadline = time.monotonic() + 1
+        peer_sock.setblocking(False)
+        while time.monotonic() < deadline:
+            try:
+                data, addr = peer_sock.recvfrom(100)
+            except BlockingIOError:
+                break
+            received.append((data, addr))
+    finally:
+        peer_sock.close()
+    assert sent >= 2
+    assert received and all(r == (b"\xff", (LOCAL, 4500)) for r in received)
+    assert len(received) >= sent  # one more may leave between the count and the close
