@@ -334,6 +334,14 @@ class AwsLab:
             _addr(nat, "cgw", self._iface(11, 1))
             _addr(cgw, "wan", self._iface(11, 2))
             cgw.ip("route", "add", "default", "via", str(self._addr(11, 1)), "dev", "wan")
+            if o.nat_udp_timeout is not None:
+                _sysctls(
+                    nat,
+                    {
+                        "net.netfilter.nf_conntrack_udp_timeout": str(o.nat_udp_timeout),
+                        "net.netfilter.nf_conntrack_udp_timeout_stream": str(o.nat_udp_timeout),
+                    },
+                )
             mapping = " fully-random" if o.nat_random_ports else ""
             _nft(
                 nat,

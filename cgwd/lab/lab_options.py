@@ -37,6 +37,9 @@ class LabOptions:
 
     nat: bool = False
     nat_random_ports: bool = True
+    # Seconds the NAT keeps an idle UDP mapping (Linux: 30, or 120 once both ways have
+    # been seen). Short values show whether the gateway's NAT-T keepalives hold it open.
+    nat_udp_timeout: int | None = None
     lan: bool = True
     lan_prefixes: tuple[IPv4Network, ...] = (DEFAULT_LAN_PREFIX,)
     lan_host: IPv4Interface = DEFAULT_LAN_HOST

@@ -318,7 +318,10 @@ def _leftovers(prefix: str, pids: list[int], workdir: Path) -> list[str]:
 
 def test_nat_and_teardown(tmp_path: Path) -> None:
     require_strongswan()
-    lab = AwsLab(sample_connection(), LabOptions.for_tests(nat=True, tunnels=(1,), lan=False))
+    lab = AwsLab(
+        sample_connection(),
+        LabOptions.for_tests(nat=True, tunnels=(1,), lan=False, nat_udp_timeout=5),
+    )
     lab.start()
     try:
         assert lab.cgw_local_ip != CGW_IP
@@ -332,6 +335,8 @@ def test_nat_and_teardown(tmp_path: Path) -> None:
             cgw_ike = next(sa for sa in cgw.list_sas() if sa.established)
             assert cgw_ike.local_host == str(lab.cgw_local_ip) and cgw_ike.nat_local
             assert lab.ping("cgw", lab.vpc_host_ip, source=CGW_INSIDE[1])
+            timeout = lab.run("nat", "sysctl", "-n", "net.netfilter.nf_conntrack_udp_timeout")
+            assert timeout.stdout.strip() == "5"
         finally:
             cgw.stop()
         pids = [pid for ep in lab.endpoints.values() if (pid := ep.charon.pid)]
