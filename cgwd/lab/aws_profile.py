@@ -219,7 +219,9 @@ def endpoint_swanctl_conf(
         raise ConfigError(f"tunnel {tunnel.index}: startup action 'start' needs IKEv2 (as on AWS)")
     psk = policy.psk or tunnel.pre_shared_key
     if psk is None:
-        raise ConfigError(f"tunnel {tunnel.index}: the file has no pre-shared key; give one")
+        raise ConfigError(
+            f"tunnel {tunnel.index}: the AWS file has no pre-shared key and none was given"
+        )
 
     p1 = allowed_set(connection, tunnel.phase1, 1)
     p2 = allowed_set(connection, tunnel.phase2, 2)
