@@ -32,6 +32,11 @@ class RateLimitedLog:
         self._next: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
 
+    @property
+    def tracked_keys(self) -> int:
+        """How many keys have a pending deadline (bounded by ``max_keys``)."""
+        return len(self._next)
+
     def log(self, key: str, message: str) -> bool:
         """Log ``message`` unless ``key`` logged within the interval; True if it was logged."""
         now = self._clock()
