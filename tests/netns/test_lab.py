@@ -425,11 +425,19 @@ def test_cli_lab_up_status_down(tmp_path: Path, capsys: pytest.CaptureFixture[st
 def test_aws_initiates_and_rekeys(lab: AwsLab, cgw_dir: Path) -> None:
     cgw = start_cgw(lab, cgw_dir, 2, tunnels=(2,))
     try:
-        # Startup action "start": the AWS endpoint initiates towards the customer gateway.
+        # Startup action "start": the AWS endpoint initiates as soon as it has the config.
+        lab.reconfigure(2, startup_action="start")
+        lab.wait_tunnel_up(2)
+        ike = next(sa for sa in lab.list_sas(2) if sa.established)
+        assert ike.initiator and ike.version == 2
+        lab.reconfigure(2)
+        cgw.terminate(ike="t2")
+        lab.wait_tunnel_down(2, timeout=10)
+        # ... or on request.
         assert lab.initiate(2)
         child = lab.wait_tunnel_up(2)
         ike = next(sa for sa in lab.list_sas(2) if sa.established)
-        assert ike.initiator and ike.version == 2
+        assert ike.initiator
         assert cgw.wait_child_up("t2")
         # AWS-initiated CHILD_SA rekey: new SPIs, traffic keeps flowing.
         lab.rekey(2)
