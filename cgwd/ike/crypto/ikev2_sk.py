@@ -28,7 +28,7 @@ class SkCipher:
     Raises ``ValueError`` at construction if the key lengths do not match the suite.
     """
 
-    __slots__ = ("_enc_key", "_gcm", "_integ_key", "_salt", "suite")
+    __slots__ = ("_enc_key", "_gcm", "_integ_key", "_next_iv", "_salt", "suite")
 
     def __init__(
         self, suite: IkeSuite, enc_key: bytes | Secret, integ_key: bytes | Secret | None
@@ -56,6 +56,7 @@ class SkCipher:
             self._gcm = None
             self._salt = b""
             self._enc_key = enc
+        self._next_iv: int | None = None
 
     @property
     def iv_bytes(self) -> int:
@@ -78,6 +79,19 @@ class SkCipher:
         """Octets of the SK payload body for ``plaintext_len`` octets of inner payloads."""
         return self.iv_bytes + plaintext_len + self._pad_length(plaintext_len) + 1 + self.icv_bytes
 
+    def _iv(self, rng: Rng) -> bytes:
+        if self._gcm is None:
+            # CBC: the IV must be unpredictable (RFC 7296 §3.14), so fresh random octets.
+            return rng.bytes(self.iv_bytes)
+        # GCM: the IV must never repeat under one key (RFC 5282 §3.1): a 64-bit counter
+        # from a random start guarantees that, where independent random IVs only make a
+        # repeat unlikely.
+        if self._next_iv is None:
+            self._next_iv = int.from_bytes(rng.bytes(8), "big")
+        value = self._next_iv
+        self._next_iv = (value + 1) % (1 << 64)
+        return value.to_bytes(8, "big")
+
     def encrypt(self, plaintext: bytes, aad: bytes, rng: Rng) -> bytes:
         """The SK body (IV | ciphertext | ICV) protecting ``plaintext`` (the inner payloads).
 
@@ -86,7 +100,7 @@ class SkCipher:
         pad = self._pad_length(len(plaintext))
         # RFC 7296 §3.14: padding may hold any value; zeros leak nothing.
         padded = plaintext + bytes(pad) + bytes([pad])
-        iv = rng.bytes(self.iv_bytes)
+        iv = self._iv(rng)
         if self._gcm is not None:
             return iv + self._gcm.seal(self._salt + iv, padded, aad)
         integ = self.suite.integ

@@ -65,14 +65,29 @@ def test_sk_round_trip(suite: IkeSuite, msg: Message) -> None:
     decoded = decode_message(wire, peer_in)
     assert decoded.encrypted and decoded.payloads == msg.payloads
     assert decoded.spi_i == msg.spi_i and decoded.message_id == msg.message_id
-    # Same IV source -> same bytes: the encoding is a function of message, keys and IV.
-    assert encode_message(decoded, out, SeededRng(3)) == wire
+    # Same keys and IV source -> same bytes: the encoding is a function of message, keys, IV.
+    fresh_out, _ = keys_for(suite).sk_ciphers(suite, initiator=True)
+    assert encode_message(decoded, fresh_out, SeededRng(3)) == wire
     # The other direction's keys cannot open it.
     with pytest.raises(IntegrityError):
         decode_message(wire, inbound)
     assert decode_message(encode_message(msg, peer_out, SeededRng(4)), inbound).payloads == (
         msg.payloads
     )
+
+
+def test_iv_choice() -> None:
+    gcm, cbc = SUITES[4], SUITES[0]
+    out, _ = keys_for(gcm).sk_ciphers(gcm, initiator=True)
+    msg = Message(37, 1, 1, 2, initiator=True, response=False)
+    ivs = [encode_message(msg, out, SeededRng(i))[32:40] for i in range(3)]
+    # GCM: a counter from a random start, so never a repeat under one key (RFC 5282 §3.1)
+    start = int.from_bytes(ivs[0], "big")
+    assert [int.from_bytes(iv, "big") for iv in ivs] == [start, start + 1, start + 2]
+    out, _ = keys_for(cbc).sk_ciphers(cbc, initiator=True)
+    rng = SeededRng(7)
+    expected = SeededRng(7).bytes(16)
+    assert encode_message(msg, out, rng)[32:48] == expected  # CBC: fresh random IV
 
 
 def test_cbc_padding_and_lengths() -> None:
