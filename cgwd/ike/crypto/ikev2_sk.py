@@ -95,7 +95,8 @@ class SkCipher:
     def encrypt(self, plaintext: bytes, aad: bytes, rng: Rng) -> bytes:
         """The SK body (IV | ciphertext | ICV) protecting ``plaintext`` (the inner payloads).
 
-        ``aad`` is the message up to the IV, lengths already final.
+        ``aad`` is the message up to the IV, lengths already final. CBC draws a random IV
+        from ``rng`` per message; GCM counts from a random start drawn on first use.
         """
         pad = self._pad_length(len(plaintext))
         # RFC 7296 §3.14: padding may hold any value; zeros leak nothing.

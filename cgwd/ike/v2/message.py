@@ -186,7 +186,8 @@ def _header(msg: Message, next_payload: int, length: int) -> bytes:
 
 def encode_message(msg: Message, sk: SkCipher | None, rng: Rng) -> bytes:
     """The message as sent. With ``sk``, all payloads are protected in one SK payload
-    (an empty one for an empty INFORMATIONAL); ``rng`` supplies the IV.
+    (an empty one for an empty INFORMATIONAL); ``rng`` supplies the IV (see
+    `SkCipher.encrypt`).
 
     Raises ``ValueError`` for values that cannot be encoded (local error).
     """
