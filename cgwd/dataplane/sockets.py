@@ -48,6 +48,7 @@ class UdpEncapSocket:
     remote: tuple[str, int]
     gso: bool
     gro: bool
+    gso_max_segment: int = 0xFFFF  # lowered when the path refuses GSO at some segment size
 
 
 def _grow_buffers(sock: socket.socket) -> None:

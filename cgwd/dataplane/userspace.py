@@ -468,23 +468,33 @@ class UserspaceDataplane:
         self, t: _Tunnel, udp: UdpEncapSocket, data: memoryview, seg: int, count: int
     ) -> None:
         """Send ``count`` ESP packets lying back to back in ``data`` (all ``seg`` long but
-        the last)."""
-        try:
-            if count == 1:
-                udp.sock.send(data)
-            else:
+        the last), in one GSO send where the path allows it."""
+        if count > 1 and seg <= udp.gso_max_segment:
+            try:
                 send_gso(udp.sock, data, seg)
-        except OSError as exc:
-            if not is_transient(exc):
-                raise
-            if exc.errno == errno.EIO and count > 1:
-                # The route's device cannot do UDP GSO: from now on one send per packet.
-                udp.gso = False
-                for start in range(0, len(data), seg):
-                    with contextlib.suppress(OSError):
-                        udp.sock.send(data[start : start + seg])
                 return
-            self._drop(t, "send_error", f"({exc.strerror})", count)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EMSGSIZE, errno.EIO):
+                    if not is_transient(exc):
+                        raise
+                    self._drop(t, "send_error", f"({exc.strerror})", count)
+                    return
+                # EIO: the device cannot segment UDP; EINVAL/EMSGSIZE: segments longer than
+                # the path MTU (GSO never fragments). Send these one by one, so the kernel
+                # fragments them like any datagram, and stop trying GSO at this size.
+                udp.gso_max_segment = seg - 1 if exc.errno != errno.EIO else 0
+                self._drop_log.log(
+                    f"{t.spec.name} gso",
+                    f"tunnel {t.spec.name}: UDP GSO refused for {seg}-octet segments "
+                    f"({exc.strerror}); sending them one by one",
+                )
+        for start in range(0, len(data), seg):
+            try:
+                udp.sock.send(data[start : start + seg])
+            except OSError as exc:
+                if not is_transient(exc):
+                    raise
+                self._drop(t, "send_error", f"({exc.strerror})")
 
     # -- internals: rx worker (ESP -> TUN) ------------------------------------------
 
