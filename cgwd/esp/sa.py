@@ -11,6 +11,7 @@ rekey without losing traffic.
 Inbound: `InboundSa.decapsulate(packet)` returns the inner packet or a `DropReason`, and
 never raises. Order (RFC 4303 3.4): length, SPI, anti-replay check, ICV (constant time),
 window update, then padding, next header and the inner IP header. Every drop is counted.
+With ESN, a receiver that lost more than 2^32 packets re-synchronises (RFC 4303 A3).
 
 Zero-copy variants: `OutboundSa.encapsulate_in_place` seals an inner packet that was read
 into a buffer behind `header_room` free octets, `InboundSa.decapsulate_into` decrypts into
@@ -50,6 +51,10 @@ NEXT_HEADER_NONE = 59  # "dummy" packet, RFC 4303 2.6: discarded by the receiver
 SEQ_LIMIT_32 = 0xFFFFFFFF  # RFC 4303 2.2: highest 32-bit sequence number
 SEQ_LIMIT_64 = 0xFFFFFFFFFFFFFFFF  # RFC 4303 2.2.1: highest extended sequence number
 DEFAULT_REKEY_MARGIN = 1 << 20  # packets before the limit at which needs_rekey is raised
+# ESN re-synchronisation (RFC 4303 A3.1/A3.2 leave both to the implementation): try again
+# after this many consecutive authentication failures, with this many higher high halves.
+RESYNC_TRIGGER = 64
+RESYNC_TRIES = 8
 _MAX_PAD = 255  # the Pad Length field is one octet
 _SPI_SEQ = struct.Struct(">II")
 _IPV4_START = struct.Struct(">BxH")  # version/IHL, total length (RFC 791)
@@ -321,6 +326,7 @@ class InboundSa:
     """
 
     __slots__ = (
+        "_auth_failures",
         "_body_align",
         "_fixed_len",
         "_min_body",
@@ -358,6 +364,7 @@ class InboundSa:
         self._fixed_len = transform.header_room + suite.icv_bytes
         self._body_align = suite.pad_align
         self._min_body = suite.pad_align
+        self._auth_failures = 0  # consecutive, for ESN re-synchronisation (RFC 4303 A3)
 
     def _process(
         self, packet: bytes | bytearray | memoryview, out: bytearray | memoryview | None
@@ -394,14 +401,21 @@ class InboundSa:
         if out is None:
             opened = self._open(packet, seq)
             if opened is None:
-                return counters.drop(DropReason.AUTH_FAILED)
+                found = self._resync(packet, seq, None)
+                if found is None:
+                    return counters.drop(DropReason.AUTH_FAILED)
+                seq, opened, _ = found
             plain = opened
             size = len(plain)
         else:
             size = self._open_into(packet, seq, out)
             if size < 0:
-                return counters.drop(DropReason.AUTH_FAILED)
+                found = self._resync(packet, seq, out)
+                if found is None:
+                    return counters.drop(DropReason.AUTH_FAILED)
+                seq, _, size = found
             plain = out
+        self._auth_failures = 0
         window.update(seq)  # only after the ICV: forged packets never move the window
 
         pad = plain[size - 2]
@@ -432,6 +446,37 @@ class InboundSa:
         if out is not None:
             return length
         return cast(bytes, plain)[:length]
+
+    def _resync(
+        self,
+        packet: bytes | bytearray | memoryview,
+        seq: int,
+        out: bytearray | memoryview | None,
+    ) -> tuple[int, bytes, int] | None:
+        """ESN re-synchronisation (RFC 4303 Appendix A3, a SHOULD for ESN): after
+        `RESYNC_TRIGGER` consecutive authentication failures, the failing packet is tried
+        again with the next `RESYNC_TRIES` values of the high half, in case more than 2^32
+        packets were lost and the inferred high half fell behind the sender's. Success
+        yields (sequence number, plaintext or b"", plaintext length) and the caller moves
+        the window there (A3.2: T becomes that packet's number). One attempt per
+        `RESYNC_TRIGGER` failures bounds the extra work forged packets can cause."""
+        failures = self._auth_failures + 1
+        if not self.esn or failures < RESYNC_TRIGGER:
+            self._auth_failures = failures
+            return None
+        self._auth_failures = 0
+        high, low = seq >> 32, seq & 0xFFFFFFFF
+        for candidate_high in range(high + 1, min(high + 1 + RESYNC_TRIES, 1 << 32)):
+            candidate = (candidate_high << 32) | low
+            if out is None:
+                opened = self._open(packet, candidate)
+                if opened is not None:
+                    return candidate, opened, len(opened)
+            else:
+                size = self._open_into(packet, candidate, out)
+                if size >= 0:
+                    return candidate, b"", size
+        return None
 
     def decapsulate(self, esp_packet: bytes | bytearray | memoryview) -> bytes | DropReason:
         """The inner IP packet, or why the packet was dropped (counted). Never raises."""

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cgwd.esp import DropReason, InboundSa, OutboundSa, ReplayWindow, suite_by_name
 from cgwd.esp.replay import DEFAULT_WINDOW
-from cgwd.esp.sa import DEFAULT_REKEY_MARGIN
+from cgwd.esp.sa import DEFAULT_REKEY_MARGIN, RESYNC_TRIGGER
 from cgwd.secret import Secret
 
 U32 = 0xFFFFFFFF
@@ -292,3 +292,62 @@ def test_esn_estimate_is_exact_over_its_range(size: int, top: int, data: st.Data
     window = ReplayWindow(size, esn=True)
     window.top = top
     assert window.estimate(true & U32) == true
+
+
+def _esn_pair_with_gap(name: str) -> tuple[OutboundSa, OutboundSa, InboundSa]:
+    """An in-sync sender (high half 4), the same SA after more than 2^32 lost packets
+    (high half 5), and a receiver whose window still sits at high half 4."""
+    suite = suite_by_name(name)
+    keymat = Secret(bytes(range(suite.keymat_bytes)))
+    in_sync = OutboundSa(0x4242, suite, keymat, esn=True, last_seq=(4 << 32) | 5)
+    ahead = OutboundSa(0x4242, suite, keymat, esn=True, last_seq=(5 << 32) | 10)
+    receiver = InboundSa(0x4242, suite, keymat, esn=True, replay_window=64)
+    receiver.window.top = (4 << 32) | 5
+    return in_sync, ahead, receiver
+
+
+@pytest.mark.parametrize("into", [False, True], ids=["bytes", "into"])
+@pytest.mark.parametrize("name", ["aes128gcm16", "aes128-sha256"])
+def test_esn_resynchronises_after_2_32_lost_packets(name: str, into: bool) -> None:
+    """RFC 4303 A3: after RESYNC_TRIGGER consecutive failures the failing packet is retried
+    with higher high halves; success moves T to it and traffic flows again."""
+    _, ahead, receiver = _esn_pair_with_gap(name)
+    out = bytearray(2000)
+
+    def receive(packet: bytes) -> bytes | DropReason:
+        if not into:
+            return receiver.decapsulate(packet)
+        result = receiver.decapsulate_into(packet, out)
+        return result if isinstance(result, DropReason) else bytes(out[:result])
+
+    packets = [ahead.encapsulate(PING) or b"" for _ in range(RESYNC_TRIGGER + 3)]
+    for packet in packets[: RESYNC_TRIGGER - 1]:
+        assert receive(packet) is DropReason.AUTH_FAILED
+    assert receiver.window.top == (4 << 32) | 5
+    assert receive(packets[RESYNC_TRIGGER - 1]) == PING  # the trigger, recovered
+    assert receiver.window.top == (5 << 32) | (10 + RESYNC_TRIGGER)
+    for packet in packets[RESYNC_TRIGGER:]:
+        assert receive(packet) == PING
+    assert receiver.counters.drops == {DropReason.AUTH_FAILED: RESYNC_TRIGGER - 1}
+
+
+def test_esn_resync_counts_only_consecutive_failures() -> None:
+    in_sync, ahead, receiver = _esn_pair_with_gap("aes128gcm16")
+    lost = [ahead.encapsulate(PING) or b"" for _ in range(2 * RESYNC_TRIGGER)]
+    for packet in lost[: RESYNC_TRIGGER - 1]:
+        assert receiver.decapsulate(packet) is DropReason.AUTH_FAILED
+    assert receiver.decapsulate(in_sync.encapsulate(PING) or b"") == PING  # resets the count
+    for packet in lost[RESYNC_TRIGGER - 1 : 2 * RESYNC_TRIGGER - 2]:
+        assert receiver.decapsulate(packet) is DropReason.AUTH_FAILED
+    assert receiver.decapsulate(lost[2 * RESYNC_TRIGGER - 2]) == PING
+
+
+@pytest.mark.parametrize("esn", [False, True])
+def test_forged_floods_never_resynchronise(esn: bool) -> None:
+    suite = suite_by_name("aes128gcm16")
+    receiver = InboundSa(0x4242, suite, Secret(bytes(20)), esn=esn, replay_window=64)
+    forger = OutboundSa(0x4242, suite, Secret(bytes(range(20))), esn=esn)  # wrong key
+    for _ in range(5 * RESYNC_TRIGGER):
+        assert receiver.decapsulate(forger.encapsulate(PING) or b"") is DropReason.AUTH_FAILED
+    assert receiver.window.top == 0
+    assert receiver.counters.drops == {DropReason.AUTH_FAILED: 5 * RESYNC_TRIGGER}
