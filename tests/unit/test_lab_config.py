@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -18,7 +19,13 @@ from cgwd.lab.aws_profile import (
     esp_proposals,
     ike_proposals,
 )
-from cgwd.lab.strongswan import parse_list_sas, parse_pretty, swanctl_section
+from cgwd.lab.strongswan import (
+    CharonSettings,
+    parse_list_sas,
+    parse_pretty,
+    render_strongswan_conf,
+    swanctl_section,
+)
 from cgwd.secret import Secret
 
 # Captured from `swanctl --list-sas --pretty` (strongSwan 5.9.8), SPIs and addresses edited.
@@ -252,3 +259,17 @@ def test_endpoint_conf_errors() -> None:
             customer_gateway_ip=IPv4Address("192.0.2.117"),
             updown=None,
         )
+
+
+def test_strongswan_conf_follows_the_recipe() -> None:
+    text = render_strongswan_conf(CharonSettings(), Path("/x/charon.vici"), Path("/x/charon.log"))
+    load = next(line.split("=", 1)[1].split() for line in text.splitlines() if "load =" in line)
+    assert load[0] == "openssl"
+    assert load.index("openssl") < load.index("aes") and load.index("openssl") < load.index("gcm")
+    assert {"kernel-libipsec", "kernel-netlink", "socket-default", "vici"} <= set(load)
+    assert "socket = unix:///x/charon.vici\n" in text
+    assert "install_routes = no\n" in text
+    # kernel-libipsec's own 0/0 route table is consulted after main (priority 32766).
+    assert "routing_table_prio = 32768\n" in text
+    # One setting per line: strongSwan rejects "{ a = 1; b = 2 }".
+    assert ";" not in text.replace("%H:%M:%S", "")
