@@ -35,7 +35,9 @@ _SPI_SEQ = struct.Struct(">II")
 _SPI_SEQ_IV64 = struct.Struct(">IIQ")
 _SPI_SEQ_ESN = struct.Struct(">III")
 _HIGH32 = struct.Struct(">I")
-_ESP_HEADER = 8
+_ESP_HEADER = 8  # SPI, sequence number (RFC 4303 2)
+_GCM_HEADER = _ESP_HEADER + 8  # and the explicit IV (RFC 4106 3.1)
+_GCM_TAG = 16  # RFC 4106 6: the 16-octet ICV
 _AES_BLOCK = 16
 # Domain separation for the CBC IV nonces: the first 8 octets of every nonce block, the
 # sequence number fills the last 8 (see CbcHmacTransform).
@@ -61,9 +63,9 @@ class GcmTransform:
 
     __slots__ = ("_aead", "_esn", "_salt", "_spi")
 
-    header_room = _ESP_HEADER + 8
-    icv_bytes = 16
-    tail_room = 16  # seal_in_place needs this much after the payload
+    header_room = _GCM_HEADER
+    icv_bytes = _GCM_TAG
+    tail_room = _GCM_TAG  # seal_in_place writes the tag after the payload
 
     def __init__(self, suite: EspSuite, keymat: bytes, spi: int, esn: bool) -> None:
         key_len = suite.encryption_key_bytes
@@ -73,15 +75,6 @@ class GcmTransform:
         self._salt = keymat[key_len:]
         self._spi = spi
         self._esn = esn
-
-    def min_length(self) -> int:
-        # header, IV, at least one 4-octet aligned trailer, tag
-        return self.header_room + 4 + self.icv_bytes
-
-    def length_ok(self, size: int) -> bool:
-        """ESP requires the ciphertext (payload + trailer) to be 4-octet aligned (RFC 4303
-        2.4); RFC 4106 3.2 keeps that rule for GCM."""
-        return size >= self.header_room + 4 + 16 and (size - self.header_room - 16) % 4 == 0
 
     def _aad(self, seq: int) -> bytes:
         if self._esn:
@@ -106,26 +99,28 @@ class GcmTransform:
             self._salt + view[_ESP_HEADER:start],
             view[start:end],
             self._aad(seq) if self._esn else view[:_ESP_HEADER],
-            view[start : end + 16],
+            view[start : end + _GCM_TAG],
         )
-        return end + 16
+        return end + _GCM_TAG
 
     def open(self, packet: Buffer, seq: int) -> bytes | None:
         """The plaintext (payload + trailer), or None if the tag does not verify."""
         aad = self._aad(seq) if self._esn else packet[:_ESP_HEADER]
         try:
-            return self._aead.decrypt(self._salt + packet[_ESP_HEADER:16], packet[16:], aad)
+            return self._aead.decrypt(
+                self._salt + packet[_ESP_HEADER:_GCM_HEADER], packet[_GCM_HEADER:], aad
+            )
         except InvalidTag:
             return None
 
     def open_into(self, packet: Buffer, seq: int, out: bytearray | memoryview) -> int:
         """Writes the plaintext to out[0:]; returns its length, or -1 on a bad tag."""
         aad = self._aad(seq) if self._esn else packet[:_ESP_HEADER]
-        size = len(packet) - 32
+        size = len(packet) - _GCM_HEADER - _GCM_TAG
         try:
             return self._aead.decrypt_into(
-                self._salt + packet[_ESP_HEADER:16],
-                packet[16:],
+                self._salt + packet[_ESP_HEADER:_GCM_HEADER],
+                packet[_GCM_HEADER:],
                 aad,
                 (out if out.__class__ is memoryview else memoryview(out))[:size],
             )
@@ -171,7 +166,7 @@ class CbcHmacTransform:
         "icv_bytes",
     )
 
-    header_room = _ESP_HEADER + 16
+    header_room = _ESP_HEADER + _AES_BLOCK  # the IV is one block (RFC 3602 2.1)
 
     def __init__(
         self,
@@ -203,13 +198,6 @@ class CbcHmacTransform:
     def tail_room(self) -> int:
         # update_into wants block_size - 1 spare octets past the ciphertext
         return max(self.icv_bytes, _AES_BLOCK - 1)
-
-    def min_length(self) -> int:
-        return self.header_room + _AES_BLOCK + self.icv_bytes
-
-    def length_ok(self, size: int) -> bool:
-        body = size - self.header_room - self.icv_bytes
-        return body >= _AES_BLOCK and body % _AES_BLOCK == 0
 
     def _first_block(self, seq: int) -> bytes:
         source = self._iv_source
