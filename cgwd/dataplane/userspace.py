@@ -34,6 +34,7 @@ import os
 import secrets
 import select
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -69,6 +70,7 @@ from cgwd.esp.sa import DropReason, InboundSa, OutboundSa, SaCounters
 
 log = logging.getLogger(__name__)
 
+_U32 = struct.Struct("!I")
 NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 §2.2: IKE on port 4500 starts with 4 zeros
 NAT_KEEPALIVE = b"\xff"  # RFC 3948 §2.3
 ESP_MIN_HEADER = 8  # RFC 4303 §2: SPI + sequence number
@@ -132,6 +134,12 @@ class _Tunnel:
     # rx worker only: decrypted packets land at rx_out[VNET_HDR_LEN:], behind zeros.
     rx_out: memoryview = field(default_factory=lambda: memoryview(bytearray(MAX_PACKET)))
     coalescer: TcpCoalescer | None = None
+    coalesce: Callable[[memoryview], None] | None = None  # coalescer.add when enabled
+
+    rx_payload: memoryview = field(init=False)  # rx_out[VNET_HDR_LEN:], made once
+
+    def __post_init__(self) -> None:
+        self.rx_payload = self.rx_out[VNET_HDR_LEN:]
 
 
 class UserspaceDataplane:
@@ -187,6 +195,8 @@ class UserspaceDataplane:
             raise
         t = _Tunnel(spec, tun_fd)
         t.coalescer = TcpCoalescer(lambda framed: self._tun_write(t, framed))
+        if self._tun_coalesce:
+            t.coalesce = t.coalescer.add
         t.wake_r, t.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         t.stop_r, t.stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._tunnels[spec.name] = t
@@ -530,12 +540,13 @@ class UserspaceDataplane:
             self._maybe_keepalive(t, now)
 
     def _drain_udp(self, t: _Tunnel, udp: UdpEncapSocket, view: memoryview, now: float) -> None:
-        sock = udp.sock
+        """Receive up to a batch of (GRO-coalesced) datagrams; ESP takes the short path."""
+        recv = udp.sock.recvmsg_into
+        bufs = [view]
+        handle_esp = self._handle_esp
         for _ in range(self._batch):
             try:
-                n, anc, _flags, _addr = sock.recvmsg_into(
-                    [view], GRO_CMSG_SPACE, socket.MSG_DONTWAIT
-                )
+                n, anc, _flags, _addr = recv(bufs, GRO_CMSG_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -544,10 +555,15 @@ class UserspaceDataplane:
                 raise
             seg = gro_segment_size(anc) if anc else 0
             if seg <= 0 or seg >= n:
-                self._handle_udp(t, udp, view[:n], now)
-                continue
+                seg = n
             for off in range(0, n, seg):
-                self._handle_udp(t, udp, view[off : min(off + seg, n)], now)
+                d = view[off : off + seg]
+                # ESP starts with a non-zero SPI (RFC 4303 §2.1); IKE behind the non-ESP
+                # marker and 1-octet keepalives (RFC 3948 §2.2, 2.3) take the long way.
+                if len(d) >= ESP_MIN_HEADER and (d[0] or d[1] or d[2] or d[3]):
+                    handle_esp(t, d, now)
+                else:
+                    self._handle_udp(t, udp, d, now)
 
     def _handle_udp(self, t: _Tunnel, udp: UdpEncapSocket, d: memoryview, now: float) -> None:
         n = len(d)
@@ -587,22 +603,25 @@ class UserspaceDataplane:
         if len(d) < ESP_MIN_HEADER:
             self._drop(t, "malformed", f"(ESP packet of {len(d)} bytes)")
             return
-        spi = int.from_bytes(d[:4], "big")
+        spi = _U32.unpack_from(d)[0]
         inbound = t.inbound.get(spi)
         if inbound is None:
             self._drop(t, "unknown_spi", f"(SPI 0x{spi:08x})")
             return
-        result = inbound.sa.decapsulate_into(d, t.rx_out[VNET_HDR_LEN:])
-        if isinstance(result, DropReason):
+        sa = inbound.sa
+        result = sa.decapsulate_into(d, t.rx_payload)
+        if result.__class__ is not int:  # a DropReason, already counted by the SA
+            assert isinstance(result, DropReason)
             self._drop_log.log(
                 f"{t.spec.name} {result.name}",
                 f"tunnel {t.spec.name}: SA 0x{spi:08x} dropped a packet: {result.name.lower()}",
             )
             return
-        inbound.sa.counters.last_used = now
+        assert isinstance(result, int)
+        sa.counters.last_used = now
         framed = t.rx_out[: VNET_HDR_LEN + result]
-        if t.coalescer is not None and self._tun_coalesce:
-            t.coalescer.add(framed)
+        if t.coalesce is not None:
+            t.coalesce(framed)
         else:
             self._tun_write(t, framed)
 
