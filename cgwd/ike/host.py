@@ -189,8 +189,18 @@ class IkeHost:
     # -- output -------------------------------------------------------------------
 
     def pump(self, session: IkeSession) -> None:
-        """Send what the session wants sent, queue its dataplane actions, re-arm its timer."""
+        """Queue the session's dataplane actions, send its datagrams, re-arm its timer, and
+        (after the dataplane worker has had its turn) log and report its events.
+
+        Dataplane actions go first: when we complete a rekey the peer may already send on
+        the new SA, so the inbound SA must be installed with as little delay as possible.
+        """
         slot = self._slots.get(str(session.config.remote_address))
+        events = session.events()
+        if slot is not None:
+            for event in events:
+                if isinstance(event, ChildSaInstalled | ChildSaRemoved | ChildOutboundReady):
+                    slot.actions.put_nowait(event)
         for out in session.datagrams_to_send():
             transport = self._transports.get(out.src_port)
             if transport is None:
@@ -203,14 +213,10 @@ class IkeHost:
             except OSError as exc:
                 self.counters.send_errors += 1
                 log.warning("sending IKE to %s:%d failed: %s", *out.dst, exc)
-        for event in session.events():
-            self._log_event(session, event)
-            if slot is not None and isinstance(
-                event, ChildSaInstalled | ChildSaRemoved | ChildOutboundReady
-            ):
-                slot.actions.put_nowait(event)
-            if self._on_event is not None:
-                self._on_event(session, event)
+        if events and self._loop is not None:
+            self._loop.call_soon(self._report, session, events)
+        elif events:
+            self._report(session, events)
         if slot is None:
             return
         if slot.timer is not None:
@@ -220,6 +226,12 @@ class IkeHost:
         if deadline is not None and self._loop is not None:
             delay = max(0.0, deadline - self.clock.now())
             slot.timer = self._loop.call_later(delay, self._on_timer, slot)
+
+    def _report(self, session: IkeSession, events: list[Event]) -> None:
+        for event in events:
+            self._log_event(session, event)
+            if self._on_event is not None:
+                self._on_event(session, event)
 
     def _log_event(self, session: IkeSession, event: Event) -> None:
         tunnel = session.config.tunnel

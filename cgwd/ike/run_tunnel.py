@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -111,11 +112,16 @@ def tunnel_spec(tunnel: AwsTunnel, args: argparse.Namespace) -> TunnelSpec:
     )
 
 
-def _write_status(path: Path | None, session: IkeSession, now: float) -> None:
+def _write_status(
+    path: Path | None, session: IkeSession, now: float, host: IkeHost | None = None
+) -> None:
     if path is None:
         return
+    status = session.status(now)
+    if host is not None:
+        status["host_counters"] = dataclasses.asdict(host.counters)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(session.status(now), indent=1, sort_keys=True))
+    tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 
@@ -134,13 +140,20 @@ async def run(args: argparse.Namespace) -> int:
             ["ip", "route", "replace", str(route), "dev", spec.name], check=True, timeout=10
         )
     holder: dict[str, IkeSession] = {}
+    pending: list[asyncio.TimerHandle] = []
 
     def on_event(session: IkeSession, event: Event) -> None:
-        _write_status(args.status_file, session, clock.now())
+        # Debounced: a status write must not delay the dataplane work of a rekey.
+        if not pending:
+            pending.append(loop.call_later(0.05, flush, session))
 
+    def flush(session: IkeSession) -> None:
+        pending.clear()
+        _write_status(args.status_file, session, clock.now(), host)
+
+    loop = asyncio.get_running_loop()
     host = IkeHost(dataplane, clock, args.local_address, on_event=on_event)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -160,14 +173,14 @@ async def run(args: argparse.Namespace) -> int:
         if not args.passive:
             host.initiate(session)
         while not stop.is_set():
-            _write_status(args.status_file, session, clock.now())
+            _write_status(args.status_file, session, clock.now(), host)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.5)
         log.info("tunnel %s: stopping", spec.name)
     finally:
         await host.close(delete=True, grace=0.5)
         if "s" in holder:
-            _write_status(args.status_file, holder["s"], clock.now())
+            _write_status(args.status_file, holder["s"], clock.now(), host)
         await dataplane.close()
     return 0
 

@@ -128,6 +128,8 @@ class Pair:
         self.loop = asyncio.new_event_loop()
         self.nat = nat
         self.filter: Filter | None = None
+        self.hold: Filter | None = None  # True: keep the datagram back until release()
+        self.held: list[tuple[Endpoint, Endpoint, Outgoing]] = []
         self.delivered = 0
         self.lost_packets = 0
         self.sent_packets = 0
@@ -173,8 +175,20 @@ class Pair:
             for sa in ev.sa_ids:
                 run(dp.remove_sa(sa))
 
-    def _deliver(self, sender: Endpoint, receiver: Endpoint, out: Outgoing) -> None:
+    def release(self) -> None:
+        """Deliver the held-back datagrams now (then pump)."""
+        held, self.held = self.held, []
+        for sender, receiver, out in held:
+            self._deliver(sender, receiver, out, held=True)
+        self.pump()
+
+    def _deliver(
+        self, sender: Endpoint, receiver: Endpoint, out: Outgoing, *, held: bool = False
+    ) -> None:
         if self.filter is not None and not self.filter(sender.name, out):
+            return
+        if not held and self.hold is not None and self.hold(sender.name, out):
+            self.held.append((sender, receiver, out))
             return
         src_ip, src_port = sender.ip, out.src_port
         if self.nat and sender is self.cgw:

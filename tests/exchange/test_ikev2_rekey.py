@@ -6,8 +6,11 @@ from __future__ import annotations
 import pytest
 from ikev2_pair import AWS_IP, CGW_IP, Pair, config_for
 
+from cgwd.ike.constants import ExchangeType
 from cgwd.ike.events import ChildSaInstalled, IkeEstablished
+from cgwd.ike.v2.message import decode_header
 from cgwd.ike.v2.sa import IkeSessionConfig
+from cgwd.ike.v2.session import Outgoing
 
 
 def _cfg(local: str, remote: str, child: float, ike: float, **kw: object) -> IkeSessionConfig:
@@ -113,3 +116,45 @@ def test_ike_rekey_from_either_side_and_collision() -> None:
             pair.run_for(5)
             assert _one_matching_child(pair) != child
             assert pair.lost_packets == 0
+
+
+def _is(out: Outgoing, exchange: int, response: bool) -> bool:
+    h = decode_header(out.data)
+    return h.exchange_type == exchange and h.response == response
+
+
+@pytest.mark.parametrize("held", ["cgw_response", "cgw_request"])
+def test_collision_when_the_winner_deletes_before_the_loser_completes(held: str) -> None:
+    """strongSwan's order: the peer completes its rekey and deletes the old SA before our
+    exchange completes (our response held back), or before it even sees our request.
+    Whatever the nonces say, one Child SA must remain on both sides, and it must carry
+    traffic both ways."""
+    outcomes: set[str] = set()
+    for seed in range(1, 9):
+        pair = _pair((100.0, 10_000.0), (100.0, 10_000.0), seed=seed)
+        pair.establish()
+        state = {"armed": True}
+
+        def hold(sender: str, out: Outgoing, state: dict[str, bool] = state) -> bool:
+            if not state["armed"]:
+                return False
+            if held == "cgw_response":
+                hit = sender == "aws" and _is(out, ExchangeType.CREATE_CHILD_SA, True)
+            else:
+                hit = sender == "cgw" and _is(out, ExchangeType.CREATE_CHILD_SA, False)
+            if hit:
+                state["armed"] = False
+            return hit
+
+        pair.hold = hold
+        pair.run_for(100.5)
+        assert pair.held, seed
+        pair.pump()
+        pair.release()
+        pair.run_for(40)  # any grace period for the peer's delete passes
+        _one_matching_child(pair)
+        assert pair.lost_packets <= 2, seed  # the held exchange itself may race a packet
+        assert not pair.cgw.downs() and not pair.aws.downs()
+        outcomes.add("cgw" if "redundant_child_deleted" in pair.cgw.log_names() else "aws-or-none")
+        pair.run_for(120)  # and the next rekey is an ordinary one
+        _one_matching_child(pair)

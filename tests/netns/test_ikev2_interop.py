@@ -9,6 +9,7 @@ suite, and the VPC host answers pings through the tunnel. One lab serves the mod
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -295,3 +296,101 @@ def test_aws_dpd_is_answered(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> 
     assert any("sending DPD request" in line for line in lines), "\n".join(lines[-30:])
     assert lab.tunnel_child(1) is not None
     assert cgwd.status()["phase2"] == "Established"
+
+
+def _ping_stream(lab: AwsLab, count: int, interval: float = 0.02) -> tuple[int, int]:
+    """(transmitted, received) of a ping stream from cgw to the VPC host."""
+    proc = lab.run(
+        "cgw", "ping", "-n", "-q", "-i", str(interval), "-c", str(count), "-W", "2",
+        str(lab.vpc_host_ip), check=False, timeout=count * interval + 30,
+    )  # fmt: skip
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", proc.stdout)
+    assert m, proc.stdout + proc.stderr
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_rekeys_under_a_continuous_stream_lose_nothing(
+    lab: AwsLab, cgwd_factory: Callable[..., Cgwd]
+) -> None:
+    """Our Child rekeys every ~3 s and an IKE rekey, while 400 pings flow (8 s)."""
+    cgwd = cgwd_factory("--child-rekey-time", "3", "--ike-rekey-time", "5", "--rekey-jitter", "0")
+    cgwd.wait_up()
+    first_child = cgwd.status()["children"][0]["spi_in"]
+    sent, received = _ping_stream(lab, 400)
+    log = cgwd.log()
+    assert log.count("child_rekeyed") >= 2, log[-3000:]
+    assert "ike_rekeyed" in log
+    assert cgwd.status()["children"][0]["spi_in"] != first_child
+    assert (sent, received) == (400, 400), "\n".join(
+        line for line in log.splitlines() if "drop" in line or "SA " in line
+    )
+
+
+def test_forced_child_rekey_collision(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """Both ends rekey the Child SA at once (requests held back by cutting the path, then
+    released together): exactly one Child SA survives on both sides, traffic flows.
+    (Every ordering of the two exchanges is covered in memory, tests/exchange.)"""
+    cgwd = cgwd_factory(
+        "--child-rekey-time", "6", "--rekey-jitter", "0", "--dpd-delay", "60"
+    )  # fmt: skip
+    st = cgwd.wait_up()
+    first = st["children"][0]["spi_in"]
+    cgwd.wait(lambda s: (s["children"][0].get("rekey_in") or 99) < 1.2, 10, "rekey imminent")
+    lab.cut(1)
+    ep = lab.endpoint(1)
+    mark = ep.charon.log_mark()
+    ep.charon.rekey(child=ep.name)
+    wait_until(
+        lambda: any("activating CHILD_REKEY task" in x for x in ep.charon.log_since(mark)),
+        5,
+        0.05,
+        "strongSwan's rekey in flight",
+    )
+    cgwd.wait(lambda s: s["children"][0]["state"] == "Rekeying", 5, "our rekey in flight")
+    lab.restore(1)
+    cgwd.wait(
+        lambda s: (
+            len(s.get("children", [])) == 1
+            and s["children"][0]["spi_in"] != first
+            and s["children"][0]["state"] == "Established"
+        ),
+        15,
+        "one child after the collision",
+    )
+    wait_until(lambda: len(lab.list_sas(1)[0].children) == 1, 15, 0.2, "one child at AWS")
+    charon_child = lab.tunnel_child(1)
+    assert charon_child is not None
+    assert charon_child.spi_in == cgwd.status()["children"][0]["spi_out"]
+    lines = "\n".join(ep.charon.log_since(mark))
+    # Both requests were in flight together: strongSwan always sees the collision. Whether
+    # we do depends on which retransmission arrives first (if ours completes before
+    # strongSwan's request arrives, the old SA is gone and we answer CHILD_SA_NOT_FOUND).
+    assert "detected CHILD_REKEY collision" in lines, lines[-4000:]
+    assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+
+
+def test_behind_nat(tmp_path: Path) -> None:
+    """The customer gateway sits behind a masquerading NAT: IKE floats to 4500, ESP goes in
+    UDP, our identity stays the public address, and the tunnel survives rekeys."""
+    require_strongswan()
+    conn = load_aws_config(AWS_CONFIG)
+    with AwsLab(conn, LabOptions.for_tests(tunnels=(1,), lan=False, nat=True)) as lab:
+        assert lab.cgw_local_ip != lab.cgw_outside_ip
+        cgwd = Cgwd(lab, tmp_path, "--child-rekey-time", "4", "--rekey-jitter", "0")
+        try:
+            st = cgwd.wait_up()
+            assert st["ike"]["nat_local"] is True and st["ike"]["port"] == 4500
+            assert st["children"][0]["encap"] is True
+            (ike,) = lab.list_sas(1)
+            assert ike.remote_id == str(lab.cgw_outside_ip)
+            assert ike.nat_remote
+            assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+            first = st["children"][0]["spi_in"]
+            cgwd.wait(
+                lambda s: s["children"][0]["spi_in"] != first and len(s["children"]) == 1,
+                15,
+                "rekeyed behind the NAT",
+            )
+            assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+        finally:
+            cgwd.stop()

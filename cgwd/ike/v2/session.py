@@ -364,6 +364,9 @@ class IkeSession:
             self.log(
                 "child_rekey_collision", "(CHILD_REKEY) collision: both sides rekey the Child SA"
             )
+            # Until then the peer's SA is the successor, in case the peer deletes the old
+            # one before our exchange completes.
+            old.successor = new.child_id
             return
         ours = self._our_successor(old)
         if ours is not None and old.state in (ChildState.REKEYED, ChildState.DELETING):
@@ -903,7 +906,10 @@ class IkeSession:
                 "redundant_child_deleted",
                 "redundant SA is being deleted (our rekey lost the nonce rule)",
             )
-            self._outbound_ready(theirs)
+            # The peer's SA wins. The peer has it installed once it deletes the old SA
+            # (the winner's initiator does, §2.8.1): switch then, or at outbound_at.
+            if old.state == ChildState.GONE or old.child_id not in self.children:
+                self._outbound_ready(theirs)
             old.successor = theirs.child_id
             ours.rekey_at = None
             owner.tm.queue(DeleteChild(self, owner, ours, "redundant"), front=True)

@@ -26,6 +26,7 @@ from cgwd.ike.v2.tasks.base import Outcome, SessionOps, Task
 from cgwd.ike.v2.tasks.child_keys import make_child
 from cgwd.ike.v2.tasks.ike_auth import respond_child
 
+PEER_DELETE_GRACE = 30.0  # the peer deletes the SA it replaced by then, or we do
 TEMPORARY_RETRY = 5.0  # §2.25: TEMPORARY_FAILURE -> try again a little later
 FAILED_RETRY = 60.0
 
@@ -80,9 +81,15 @@ class ChildCreate(Task):
         return payloads
 
     def _retry(self, delay: float, now: float, group: int | None = None) -> Outcome:
-        if self.old is not None and self.old.state == ChildState.REKEYING:
-            self.old.state = ChildState.INSTALLED
         sa, old, session = self.sa, self.old, self.session
+        if old is not None and old.successor is not None and old.successor in session.children:
+            # The peer rekeyed it while ours failed: its successor stands (§2.8.1), the
+            # peer deletes the old SA.
+            old.state = ChildState.REKEYED
+            old.delete_deadline = now + PEER_DELETE_GRACE
+            return Outcome.DONE
+        if old is not None and old.state == ChildState.REKEYING:
+            old.state = ChildState.INSTALLED
         g = self.group if group is None else group
 
         def again(t: float) -> None:
@@ -111,6 +118,11 @@ class ChildCreate(Task):
                 )
                 return self._retry(TEMPORARY_RETRY, now)
             if error == NotifyType.CHILD_SA_NOT_FOUND and self.old is not None:
+                if self.old.successor in session.children:
+                    # The peer rekeyed it too and already deleted it (§2.8.1): its
+                    # successor is the tunnel's Child SA now.
+                    session.log("child_rekey_collision", "(CHILD_REKEY) collision as CHILD_DELETE")
+                    return Outcome.DONE
                 session.log(
                     "child_rekey_failed", "peer no longer has the Child SA; creating a new one"
                 )
