@@ -47,9 +47,11 @@ from cgwd.ike.rng import Rng
 from cgwd.ike.v2 import wire
 from cgwd.ike.v2.message import Message, decode_header, decode_message, encode_message
 from cgwd.ike.v2.payloads import DeletePayload
+from cgwd.ike.v2.rekey_coordination import RekeyCoordination
 from cgwd.ike.v2.sa import IKE_PORT, ChildSa, IkeSa, IkeSessionConfig
-from cgwd.ike.v2.states import ChildState, IkeState, status_word
-from cgwd.ike.v2.task_manager import GiveUp, RequestKind, Retransmit, redundant_exchange
+from cgwd.ike.v2.states import ChildState, IkeState
+from cgwd.ike.v2.status import session_status
+from cgwd.ike.v2.task_manager import GiveUp, RequestKind, Retransmit
 from cgwd.ike.v2.tasks.base import Outcome, Task
 from cgwd.ike.v2.tasks.child_sa import ChildCreate, respond_create_child_sa
 from cgwd.ike.v2.tasks.ike_auth import IkeAuth, respond_ike_auth
@@ -63,9 +65,8 @@ from cgwd.ike.v2.tasks.ike_rekey import IkeRekey
 from cgwd.ike.v2.tasks.informational import DeleteChild, DeleteIke, Dpd, respond_informational
 
 ZERO_SPI = bytes(8)
-PEER_DELETE_GRACE = 30.0  # how long the rekey initiator has to delete the old SA (§2.8)
 OUTBOUND_SWITCH_GRACE = 5.0  # responder of a rekey: send on the new SA by then at the latest
-CHILD_RECREATE_DELAY = 1.0
+
 SpiAllocator = Callable[[], int]
 
 
@@ -78,7 +79,7 @@ class Outgoing:
     src_port: int
 
 
-class IkeSession:
+class IkeSession(RekeyCoordination):
     """IKEv2 for one tunnel. See the module docstring for the driving contract.
 
     Args:
@@ -206,66 +207,17 @@ class IkeSession:
 
     def status(self, now: float | None = None) -> dict[str, Any]:
         """A snapshot for `cgwd status`: states in AWS's words, SPIs, suites, times. No keys."""
-
-        def rel(t: float | None) -> float | None:
-            return None if t is None or now is None else round(t - now, 1)
-
-        cur = self._current
-        connecting = any(sa.state == IkeState.CONNECTING for sa in self.ike_sas)
-        if cur is not None:
-            ike_state = status_word(cur.state)
-        else:
-            ike_state = "Negotiating" if connecting else "Down"
-        children = [
-            {
-                "state": status_word(c.state),
-                "spi_in": f"{c.spi_in:08x}",
-                "spi_out": f"{c.spi_out:08x}",
-                "suite": c.suite.name,
-                "pfs_group": c.pfs_group,
-                "encap": c.out_params.encap is not None,
-                "ts_local": [str(s) for s in c.ts_local],
-                "ts_remote": [str(s) for s in c.ts_remote],
-                "established_seconds_ago": None if now is None else round(now - c.created_at, 1),
-                "rekey_in": rel(c.rekey_at),
-            }
-            for c in self.children.values()
-            if c.state != ChildState.GONE
-        ]
-        child_state = "Down"
-        if any(c["state"] == "Rekeying" for c in children):
-            child_state = "Rekeying"
-        elif any(c["state"] == "Established" for c in children):
-            child_state = "Established"
-        elif cur is not None or connecting:
-            child_state = "Negotiating"
-        return {
-            "tunnel": self.config.tunnel,
-            "peer": str(self.config.remote_address),
-            "phase1": ike_state,
-            "phase2": child_state,
-            "ike": None
-            if cur is None
-            else {
-                "spi_i": f"{cur.spi_i_int:016x}",
-                "spi_r": f"{cur.spi_r_int:016x}",
-                "initiator": cur.initiator,
-                "suite": cur.suite_name,
-                "nat_local": cur.nat_local,
-                "nat_remote": cur.nat_remote,
-                "port": cur.local_port,
-                "established_seconds_ago": None
-                if now is None or cur.established_at is None
-                else round(now - cur.established_at, 1),
-                "rekey_in": rel(cur.rekey_at),
-            },
-            "children": children,
-            "last_down_reason": self.last_down_reason,
-            "reconnect_in": rel(self._reconnect_at),
-            "counters": dict(self.counters),
-        }
+        return session_status(self, now)
 
     # ================================================================ SessionOps
+
+    @property
+    def reconnect_at(self) -> float | None:
+        """When the session re-initiates next (None: not scheduled)."""
+        return self._reconnect_at
+
+    def _ops(self) -> IkeSession:
+        return self
 
     def allocate_spi(self) -> int:
         return self._spi_allocator()
@@ -341,54 +293,6 @@ class IkeSession:
         if successor is not None:
             self._outbound_ready(successor)
 
-    def child_rekey_finished(self, old: ChildSa, new: ChildSa, now: float) -> None:
-        """Our CREATE_CHILD_SA(REKEY_SA) for ``old`` completed with ``new``."""
-        theirs = self._peer_successor(old, exclude=new)
-        if theirs is None:
-            self.install_child(new)
-            if old.child_id in self.children:
-                old.state = ChildState.REKEYED
-                old.successor = new.child_id
-                old.rekey_at = None
-                self._queue_current(DeleteChild(self, self._owner(old), old, "rekeyed"))
-            self.log("child_rekeyed", f"Child SA rekeyed: {old.spi_in:08x}_i -> {new.spi_in:08x}_i")
-            return
-        self.install_child(new, delay_outbound=True)
-        new.outbound_at = None
-        self._resolve_child_collision(old, ours=new, theirs=theirs)
-
-    def child_rekey_answered(self, old: ChildSa, new: ChildSa, now: float) -> None:
-        """We answered the peer's rekey of ``old`` with ``new`` (installed, outbound delayed)."""
-        if old.state == ChildState.REKEYING:
-            # Our own rekey of it is in flight: decided when it completes (§2.8.1).
-            self.log(
-                "child_rekey_collision", "(CHILD_REKEY) collision: both sides rekey the Child SA"
-            )
-            # Until then the peer's SA is the successor, in case the peer deletes the old
-            # one before our exchange completes.
-            old.successor = new.child_id
-            return
-        ours = self._our_successor(old)
-        if ours is not None and old.state in (ChildState.REKEYED, ChildState.DELETING):
-            self.log("child_rekey_collision", "(CHILD_REKEY) collision after our rekey completed")
-            self._resolve_child_collision(old, ours=ours, theirs=new)
-            return
-        if old.state == ChildState.INSTALLED:
-            old.state = ChildState.REKEYED
-            old.successor = new.child_id
-            old.rekey_at = None
-            old.delete_deadline = now + PEER_DELETE_GRACE
-        self.log(
-            "child_rekeyed",
-            f"Child SA rekeyed by the peer: {old.spi_in:08x}_i -> {new.spi_in:08x}_i",
-        )
-
-    def child_deleted_by_peer(self, child: ChildSa, now: float) -> None:
-        self.remove_child(child, "deleted by peer")
-        if not self._live_children() and self._current is not None:
-            self.log("child_deleted", "peer deleted the Child SA; creating a new one")
-            self._child_retry_at = now + CHILD_RECREATE_DELAY
-
     def ike_established(self, sa: IkeSa, now: float, *, rekey: bool = False) -> None:
         if sa.state == IkeState.CONNECTING:
             sa.state = IkeState.ESTABLISHED
@@ -424,47 +328,6 @@ class IkeSession:
     def ike_gone(self, sa: IkeSa, reason: str, now: float) -> None:
         if sa.state != IkeState.DEAD:
             self._ike_lost(sa, reason, now)
-
-    def ike_rekey_finished(self, old: IkeSa, new: IkeSa, now: float, *, ours: bool) -> None:
-        """An IKE SA rekey of ``old`` produced ``new`` (§2.18); collisions per §2.8.2."""
-        new.state = IkeState.ESTABLISHED
-        self.ike_sas.append(new)
-        if not ours and old.state == IkeState.REKEYING:
-            old.peer_rekey = new  # ours is in flight: decide when it completes
-            self.log("ike_rekey_collision", "IKE SA rekey collision: both sides rekey")
-            return
-        theirs = old.peer_rekey if ours else None
-        if not ours and old.successor is not None:
-            # The peer's rekey arrived after ours had completed: still a collision.
-            mine = old.successor
-            assert mine.created_by is not None and new.created_by is not None
-            if redundant_exchange(mine.created_by, new.created_by) == "ours":
-                self.log("redundant_ike_deleted", "redundant IKE SA is being deleted (ours)")
-                self._ike_switch(mine, new, now)
-                self._queue_on(mine, DeleteIke(self, mine, "redundant IKE SA"))
-            else:
-                new.delete_deadline = now + PEER_DELETE_GRACE
-            return
-        if theirs is not None:
-            assert new.created_by is not None and theirs.created_by is not None
-            if redundant_exchange(new.created_by, theirs.created_by) == "ours":
-                self.log("redundant_ike_deleted", "redundant IKE SA is being deleted (ours)")
-                self._ike_switch(old, theirs, now)
-                self._queue_on(new, DeleteIke(self, new, "redundant IKE SA"))
-                old.state = IkeState.REKEYED
-                old.delete_deadline = now + PEER_DELETE_GRACE
-            else:
-                self._ike_switch(old, new, now)
-                theirs.delete_deadline = now + PEER_DELETE_GRACE
-                old.state = IkeState.REKEYED
-                self._queue_on(old, DeleteIke(self, old, "rekeyed"))
-            return
-        self._ike_switch(old, new, now)
-        old.state = IkeState.REKEYED
-        if ours:
-            self._queue_on(old, DeleteIke(self, old, "rekeyed"))
-        else:
-            old.delete_deadline = now + PEER_DELETE_GRACE
 
     # ================================================================ receiving
 
@@ -880,72 +743,6 @@ class IkeSession:
             return
         child.out_installed = True
         self.emit(ChildOutboundReady(child.child_id, child.out_sa, child.out_params))
-
-    def _peer_successor(self, old: ChildSa, exclude: ChildSa) -> ChildSa | None:
-        for c in self.children.values():
-            if (
-                c is not exclude
-                and c.rekeyed_from == old.child_id
-                and not c.initiated_by_us
-                and c.state != ChildState.GONE
-            ):
-                return c
-        return None
-
-    def _our_successor(self, old: ChildSa) -> ChildSa | None:
-        for c in self.children.values():
-            if c.rekeyed_from == old.child_id and c.initiated_by_us and c.state != ChildState.GONE:
-                return c
-        return None
-
-    def _resolve_child_collision(self, old: ChildSa, *, ours: ChildSa, theirs: ChildSa) -> None:
-        """Both sides rekeyed ``old``: keep one successor by the nonce rule (§2.8.1)."""
-        owner = self._owner(old)
-        if redundant_exchange(ours.created_by, theirs.created_by) == "ours":
-            self.log(
-                "redundant_child_deleted",
-                "redundant SA is being deleted (our rekey lost the nonce rule)",
-            )
-            # The peer's SA wins. The peer has it installed once it deletes the old SA
-            # (the winner's initiator does, §2.8.1): switch then, or at outbound_at.
-            if old.state == ChildState.GONE or old.child_id not in self.children:
-                self._outbound_ready(theirs)
-            old.successor = theirs.child_id
-            ours.rekey_at = None
-            owner.tm.queue(DeleteChild(self, owner, ours, "redundant"), front=True)
-            if old.state not in (ChildState.DELETING, ChildState.GONE):
-                old.state = ChildState.REKEYED
-                old.rekey_at = None
-                old.delete_deadline = theirs.created_at + PEER_DELETE_GRACE
-        else:
-            self.log(
-                "child_rekey_collision",
-                "our rekey won the nonce rule; the peer deletes its redundant SA",
-            )
-            self._outbound_ready(ours)
-            theirs.outbound_at = None
-            theirs.rekey_at = None
-            theirs.delete_deadline = ours.created_at + PEER_DELETE_GRACE
-            old.successor = ours.child_id
-            if old.state not in (ChildState.DELETING, ChildState.GONE):
-                old.state = ChildState.REKEYED
-                old.rekey_at = None
-                owner.tm.queue(DeleteChild(self, owner, old, "rekeyed"))
-
-    def _ike_switch(self, old: IkeSa, new: IkeSa, now: float) -> None:
-        """``new`` (a rekey of ``old``) becomes current and owns the Child SAs."""
-        for c in self.children.values():
-            if c.ike_spi_i == old.spi_i:
-                c.ike_spi_i = new.spi_i
-        old.successor = new
-        old.rekey_at = old.expire_at = None
-        if self._current is old or self._current is None:
-            self._current = new
-        new.established_at = now
-        new.last_heard = now
-        self._schedule_ike_rekey(new, now)
-        self.emit(IkeEstablished(new.spi_i_int, new.spi_r_int, new.initiator, new.suite_name, True))
-        self.log("ike_rekeyed", f"IKE SA rekeyed: {old.spi_i_int:016x}_i -> {new.spi_i_int:016x}_i")
 
     def _remove_children_of(self, sa: IkeSa, reason: str) -> None:
         for c in list(self.children.values()):
