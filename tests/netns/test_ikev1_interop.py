@@ -10,10 +10,8 @@ the tunnel. One lab serves the module.
 from __future__ import annotations
 
 import json
-import re
 import signal
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -25,7 +23,6 @@ from conftest import require_strongswan
 from cgwd.config.importers import load_aws_config
 from cgwd.lab.aws_side import AwsLab, LabOptions
 from cgwd.lab.strongswan import wait_until
-from cgwd.secret import Secret
 
 pytestmark = [pytest.mark.netns, pytest.mark.strongswan, pytest.mark.slow]
 
