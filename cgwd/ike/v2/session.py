@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cgwd.ike.constants import ExchangeType, NotifyType, ProtocolId
+from cgwd.ike.constants import IKE_HEADER_LENGTH, ExchangeType, NotifyType, PayloadType, ProtocolId
 from cgwd.ike.decode_errors import (
     IkeDecodeError,
     IntegrityError,
@@ -377,6 +377,16 @@ class IkeSession(RekeyCoordination):
             return
         except IkeDecodeError:
             self.counters["malformed"] += 1
+            if (
+                not hdr.response
+                and sa.tm.classify_request(hdr.message_id) == RequestKind.NEW
+                and self._authentic(sa, data)
+            ):
+                # §3.10.1: an authenticated but malformed request gets INVALID_SYNTAX, which
+                # also keeps the message-ID windows of both ends in step.
+                self._respond(
+                    sa, hdr.exchange_type, hdr.message_id, [wire.notify(NotifyType.INVALID_SYNTAX)]
+                )
             return
         if not msg.encrypted:
             self.counters["unprotected"] += 1
@@ -389,6 +399,19 @@ class IkeSession(RekeyCoordination):
             self._on_response(sa, rec, now)
         else:
             self._on_request(sa, rec, now)
+
+    def _authentic(self, sa: IkeSa, data: bytes) -> bool:
+        """Whether ``data`` is an SK-protected message that passes ``sa``'s integrity check
+        (the codec cannot tell a malformed authentic message from a forged one)."""
+        sk_first = len(data) > IKE_HEADER_LENGTH + 4 and data[16] == PayloadType.SK
+        if not sk_first or sa.sk_in is None:
+            return False
+        body_at = IKE_HEADER_LENGTH + 4
+        try:
+            sa.sk_in.decrypt(data[body_at:], data[:body_at])
+        except IkeDecodeError:
+            return False
+        return True
 
     def _track_peer_address(self, sa: IkeSa, src: tuple[str, int], dst: tuple[str, int]) -> None:
         """§2.23: follow the peer to port 4500 / a new NAT mapping (authenticated only)."""
@@ -522,21 +545,20 @@ class IkeSession(RekeyCoordination):
             self.counters["invalid_message_id"] += 1
             return
         exchange = rec.msg.exchange_type
-        if exchange == ExchangeType.IKE_AUTH:
-            if sa.initiator or sa.state != IkeState.CONNECTING:
+        if sa.state == IkeState.CONNECTING:
+            if exchange != ExchangeType.IKE_AUTH or sa.initiator:
                 self.counters["unexpected_request"] += 1
-                return
+                return  # nothing is authenticated yet: drop
             payloads = respond_ike_auth(self, sa, rec, now)
-        elif sa.state == IkeState.CONNECTING:
-            self.counters["unexpected_request"] += 1
-            return
         elif exchange == ExchangeType.CREATE_CHILD_SA:
             payloads = respond_create_child_sa(self, sa, rec, now)
         elif exchange == ExchangeType.INFORMATIONAL:
             payloads = respond_informational(self, sa, rec, now)
         else:
-            self.counters["unknown_exchange"] += 1
-            return
+            # An authenticated request we cannot serve (IKE_AUTH again, an unknown exchange)
+            # is still answered, so that both message-ID windows stay in step (§2.3).
+            self.counters["unexpected_request"] += 1
+            payloads = [wire.notify(NotifyType.INVALID_SYNTAX)]
         self._respond(sa, exchange, rec.mid, payloads)
         if sa.close_after_response:
             reason = sa.close_after_response
