@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import ctypes
+import dataclasses
 import errno
 import logging
 import os
@@ -177,10 +177,15 @@ class UserspaceDataplane:
         self._tun_coalesce = tun_coalesce
         self._clock = clock
         self._drop_log = RateLimitedLog(log)
+        self._lock = asyncio.Lock()
 
     # -- Dataplane: tunnels ---------------------------------------------------------
 
     async def open_tunnel(self, spec: TunnelSpec) -> None:
+        async with self._lock:  # one control operation at a time: they await in between
+            await self._open_tunnel(spec)
+
+    async def _open_tunnel(self, spec: TunnelSpec) -> None:
         if spec.name in self._tunnels:
             raise TunnelExistsError(f"tunnel {spec.name} is already open")
         self._loop = asyncio.get_running_loop()
@@ -209,6 +214,10 @@ class UserspaceDataplane:
         log.info("tunnel %s: TUN up, %s peer %s", spec.name, spec.local_inside, spec.remote_inside)
 
     async def close_tunnel(self, name: str) -> None:
+        async with self._lock:  # one control operation at a time: they await in between
+            await self._close_tunnel(name)
+
+    async def _close_tunnel(self, name: str) -> None:
         t = self._tunnel(name)
         del self._tunnels[name]
         for spi in [s for s, owner in self._spi_owner.items() if owner == name]:
@@ -248,6 +257,10 @@ class UserspaceDataplane:
                 return spi
 
     async def add_sa(self, sa: SaId, params: SaParams) -> None:
+        async with self._lock:  # one control operation at a time: they await in between
+            await self._add_sa(sa, params)
+
+    async def _add_sa(self, sa: SaId, params: SaParams) -> None:
         t = self._tunnel(sa.tunnel)
         if sa.direction == "in":
             if sa.spi in t.inbound:
@@ -288,6 +301,10 @@ class UserspaceDataplane:
         log.info("SA %s installed (%s, %s)", sa, params.suite.name, _encap_text(params))
 
     async def remove_sa(self, sa: SaId) -> None:
+        async with self._lock:  # one control operation at a time: they await in between
+            await self._remove_sa(sa)
+
+    async def _remove_sa(self, sa: SaId) -> None:
         t = self._tunnel(sa.tunnel)
         if sa.direction == "in":
             if sa.spi not in t.inbound:
@@ -309,15 +326,16 @@ class UserspaceDataplane:
             inbound = t.inbound.get(sa.spi)
             if inbound is None:
                 raise UnknownSaError(f"no SA {sa}")
-            return copy.deepcopy(inbound.sa.counters)
+            return _snapshot(inbound.sa.counters)
         outbound = t.outbound_sas.get(sa)
         if outbound is None:
             raise UnknownSaError(f"no SA {sa}")
-        return copy.deepcopy(outbound.sa.counters)
+        return _snapshot(outbound.sa.counters)
 
     def tunnel_counters(self, tunnel: str) -> TunnelCounters:
         """A snapshot of the tunnel's own counters (drops no SA could account for)."""
-        return copy.deepcopy(self._tunnel(tunnel).counters)
+        counters = self._tunnel(tunnel).counters
+        return dataclasses.replace(counters, drops=dict(counters.drops))
 
     def current_outbound(self, tunnel: str) -> SaId | None:
         """The outbound SA the tunnel's traffic uses now, if any."""
@@ -644,6 +662,12 @@ class UserspaceDataplane:
             t.counters.keepalives_out += 1
         except OSError as exc:
             self._drop(t, "send_error", f"(keepalive: {exc.strerror})")
+
+
+def _snapshot(counters: SaCounters) -> SaCounters:
+    """A copy of counters a worker thread keeps updating: ``dict()`` of the drops is one
+    C-level copy, where a deep copy could see the dict grow mid-iteration."""
+    return dataclasses.replace(counters, drops=dict(counters.drops))
 
 
 def _name_os_thread(name: str) -> None:
