@@ -394,3 +394,52 @@ def test_behind_nat(tmp_path: Path) -> None:
             assert lab.ping("cgw", lab.vpc_host_ip, count=3)
         finally:
             cgwd.stop()
+
+
+def test_forced_ike_rekey_collision(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """Both ends rekey the IKE SA at once: one IKE SA remains, shared by both, and it works."""
+    cgwd = cgwd_factory(
+        "--ike-rekey-time", "6", "--rekey-jitter", "0", "--dpd-delay", "60"
+    )  # fmt: skip
+    st = cgwd.wait_up()
+    first = st["ike"]["spi_i"]
+    cgwd.wait(lambda s: (s["ike"].get("rekey_in") or 99) < 1.2, 10, "IKE rekey imminent")
+    lab.cut(1)
+    ep = lab.endpoint(1)
+    mark = ep.charon.log_mark()
+    ep.charon.rekey(ike=ep.name)
+    wait_until(
+        lambda: any("activating IKE_REKEY task" in x for x in ep.charon.log_since(mark)),
+        5,
+        0.05,
+        "strongSwan's IKE rekey in flight",
+    )
+    cgwd.wait(lambda s: s["phase1"] == "Rekeying", 5, "our IKE rekey in flight")
+    lab.restore(1)
+    cgwd.wait(
+        lambda s: (
+            s.get("ike") is not None and s["ike"]["spi_i"] != first and s["phase1"] == "Established"
+        ),
+        15,
+        "one IKE SA after the collision",
+    )
+    wait_until(lambda: len(lab.list_sas(1)) == 1, 20, 0.2, "one IKE SA at AWS")
+    (ike,) = lab.list_sas(1)
+    ours = cgwd.status()["ike"]
+    lines = "\n".join(ep.charon.log_since(mark))
+    assert ike.state == "ESTABLISHED", lines[-3000:]
+    assert "collision" in lines, lines[-3000:]
+    assert {ours["spi_i"], ours["spi_r"]} == {
+        ike.raw.get("initiator-spi"),
+        ike.raw.get("responder-spi"),
+    }, (ours, ike.raw)
+    assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+    # The surviving IKE SA carries exchanges: a Child rekey over it succeeds.
+    child = cgwd.status()["children"][0]["spi_in"]
+    ep.charon.rekey(child=ep.name)
+    cgwd.wait(
+        lambda s: [c["spi_in"] for c in s.get("children", [])] not in ([], [child]),
+        10,
+        "child rekeyed over the surviving IKE SA",
+    )
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
