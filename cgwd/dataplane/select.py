@@ -1,0 +1,140 @@
+"""`dataplane = "auto"`: use the kernel's ESP when it can carry the tunnels, else userspace.
+
+The kernel dataplane needs ESP (CONFIG_INET_ESP with the AES-GCM/CBC+HMAC crypto) and a
+route-based tunnel interface (xfrm interfaces or VTIs). Both are probed for real in a
+throwaway network namespace that a short-lived thread unshares (so nothing is left behind
+and the host's own XFRM state is never touched): an ESP SA is added there, and an xfrm
+interface, else a VTI, is created. Module files are not consulted: a module may exist and
+still fail to load (or be built in), and only the kernel knows.
+
+`choose_dataplane` is what the daemon, `cgwd check` and `cgwd status` call; it returns the
+kind and a one-line reason for the admin.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import threading
+from dataclasses import dataclass
+from functools import partial
+from ipaddress import IPv4Address
+from typing import Literal
+
+from cgwd.esp.suites import suite_by_name
+from cgwd.secret import Secret
+
+CLONE_NEWNET = 0x40000000  # <linux/sched.h>
+PROBE_TIMEOUT = 10.0
+
+Requested = Literal["auto", "kernel", "userspace"]
+
+
+@dataclass(frozen=True)
+class KernelCapabilities:
+    """What the probe found. ``esp_problem``/``interface_problem`` are '' when fine."""
+
+    esp_problem: str
+    interface_kind: str | None  # "xfrm" | "vti" | None
+    interface_problem: str
+
+    @property
+    def usable(self) -> bool:
+        return not self.esp_problem and self.interface_kind is not None
+
+
+def _probe_in_current_thread() -> KernelCapabilities:
+    from cgwd.dataplane.kernel import (  # noqa: PLC0415 - only when probing
+        KernelFeatureError,
+        detect_interface_kind,
+        explain,
+    )
+    from cgwd.net.xfrm import messages as m  # noqa: PLC0415
+    from cgwd.net.xfrm.socket import XfrmError, XfrmSocket  # noqa: PLC0415
+
+    esp_problem = ""
+    try:
+        with XfrmSocket() as sock:
+            for name in ("aes128gcm16", "aes128-sha1"):
+                suite = suite_by_name(name)
+                spec = m.SaSpec(
+                    IPv4Address("192.0.2.1"),
+                    IPv4Address("192.0.2.2"),
+                    0x100,
+                    suite,
+                    Secret(bytes(suite.keymat_bytes)),
+                    replay_window=1024,
+                )
+                try:
+                    sock.request(partial(m.encode_newsa, spec), f"ESP SA ({name})")
+                except XfrmError as exc:
+                    esp_problem = str(explain(exc, f"a test ESP SA ({name})"))
+                    break
+                sock.request(
+                    partial(m.encode_delsa, spec.src, spec.dst, spec.spi),
+                    "removing the test SA",
+                )
+    except XfrmError as exc:
+        esp_problem = str(exc)
+    kind: str | None = None
+    interface_problem = ""
+    try:
+        kind = detect_interface_kind()
+    except KernelFeatureError as exc:
+        interface_problem = str(exc)
+    return KernelCapabilities(esp_problem, kind, interface_problem)
+
+
+def probe_kernel() -> KernelCapabilities:
+    """Probe the running kernel (see the module docstring). Never raises."""
+    box: list[KernelCapabilities] = []
+
+    def run() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.unshare(CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            problem = f"cannot probe the kernel: unshare(CLONE_NEWNET): {os.strerror(err)}"
+            if err == errno.EPERM:
+                problem += " (needs CAP_SYS_ADMIN)"
+            box.append(KernelCapabilities(problem, None, problem))
+            return
+        try:
+            box.append(_probe_in_current_thread())
+        except Exception as exc:  # a probe must never take the caller down
+            problem = f"probing the kernel failed: {type(exc).__name__}: {exc}"
+            box.append(KernelCapabilities(problem, None, problem))
+
+    thread = threading.Thread(target=run, name="cgwd-kernel-probe", daemon=True)
+    thread.start()
+    thread.join(PROBE_TIMEOUT)
+    if not box:
+        problem = "probing the kernel did not finish"
+        return KernelCapabilities(problem, None, problem)
+    return box[0]
+
+
+def choose_dataplane(
+    requested: Requested, capabilities: KernelCapabilities | None = None
+) -> tuple[str, str]:
+    """(kind, reason): which dataplane to run for ``requested`` and why.
+
+    ``capabilities`` defaults to a fresh `probe_kernel()` (only probed when it matters).
+    ``kind`` is "kernel" or "userspace". A configured "kernel" is kept even when the
+    kernel cannot do it (the daemon then fails with the reason); "userspace" is kept as is.
+    """
+    if requested == "userspace":
+        return "userspace", "configured"
+    caps = capabilities if capabilities is not None else probe_kernel()
+    if requested == "kernel":
+        if caps.usable:
+            return "kernel", f"configured; the kernel has ESP and {caps.interface_kind} interfaces"
+        return "kernel", f"configured, but it will fail: {_problems(caps)}"
+    if caps.usable:
+        return "kernel", f"auto: the kernel has ESP and {caps.interface_kind} interfaces"
+    return "userspace", f"auto: {_problems(caps)}"
+
+
+def _problems(caps: KernelCapabilities) -> str:
+    parts = [p for p in (caps.esp_problem, caps.interface_problem) if p]
+    return "; ".join(dict.fromkeys(parts)) or "unknown"
