@@ -10,8 +10,10 @@ the tunnel. One lab serves the module.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +25,7 @@ from conftest import require_strongswan
 from cgwd.config.importers import load_aws_config
 from cgwd.lab.aws_side import AwsLab, LabOptions
 from cgwd.lab.strongswan import wait_until
+from cgwd.secret import Secret
 
 pytestmark = [pytest.mark.netns, pytest.mark.strongswan, pytest.mark.slow]
 
@@ -172,3 +175,199 @@ def test_suite_establish_ping_and_our_quick_mode_rekey(
         0.2,
         "strongSwan on the new child",
     )
+
+
+def test_aws_rekeys_quick_mode_and_main_mode(
+    lab: AwsLab, cgwd_factory: Callable[..., Cgwd]
+) -> None:
+    """AWS (charon) rekeys the IPsec SA (a new Quick Mode, we respond) and the ISAKMP SA
+    (strongSwan reauthenticates with a new Main Mode); the phase 2 SA survives the
+    phase 1 replacement, and a Quick Mode over the new ISAKMP SA still works."""
+    cgwd = cgwd_factory()
+    st = cgwd.wait_up()
+    old_child = st["children"][0]["spi_in"]
+    lab.rekey(1)
+    cgwd.wait(
+        lambda s: [c["spi_in"] for c in s.get("children", [])] not in ([], [old_child]),
+        10,
+        "child rekeyed by AWS",
+    )
+    cgwd.wait(lambda s: len(s.get("children", [])) == 1, 40, "old child deleted")
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+    old_ike = cgwd.status()["ike"]["spi_i"]
+    lab.rekey(1, ike=True)
+    cgwd.wait(
+        lambda s: s.get("ike", {}).get("spi_i") not in (None, old_ike), 15, "ISAKMP SA replaced"
+    )
+    assert cgwd.status()["ike"]["initiator"] is False
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+    cgwd.wait(lambda s: s.get("isakmp_sas") == 1, 40, "old ISAKMP SA deleted")
+    cur = cgwd.status()["children"][0]["spi_in"]
+    lab.rekey(1)
+    cgwd.wait(
+        lambda s: [c["spi_in"] for c in s.get("children", [])] not in ([], [cur]),
+        10,
+        "child rekeyed over the new ISAKMP SA",
+    )
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+    assert cgwd.status()["phase1"] == "Established"
+    assert cgwd.status()["counters"].get("integrity_failed", 0) == 0
+
+
+def test_our_main_mode_rekey(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    cgwd = cgwd_factory("--ike-rekey-time", "8", "--rekey-jitter", "0")
+    st = cgwd.wait_up()
+    first = st["ike"]["spi_i"]
+    child = st["children"][0]["spi_in"]
+    cgwd.wait(lambda s: s.get("ike", {}).get("spi_i") not in (None, first), 15, "ISAKMP rekeyed")
+    cgwd.wait(lambda s: s.get("isakmp_sas") == 1, 20, "old ISAKMP SA deleted by us")
+    wait_until(lambda: len(lab.list_sas(1)) == 1, 20, 0.2, "one ISAKMP SA at strongSwan")
+    st = cgwd.status()
+    assert [c["spi_in"] for c in st["children"]] == [child]  # phase 2 SAs outlive phase 1
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+    (ike_sa,) = lab.list_sas(1)
+    assert ike_sa.children, "strongSwan adopted the IPsec SA into the new ISAKMP SA"
+    assert "ike_rekeyed" in cgwd.log()
+
+
+def _ping_stream(lab: AwsLab, count: int, interval: float = 0.02) -> tuple[int, int]:
+    proc = lab.run(
+        "cgw", "ping", "-n", "-q", "-i", str(interval), "-c", str(count), "-W", "2",
+        str(lab.vpc_host_ip), check=False, timeout=count * interval + 30,
+    )  # fmt: skip
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", proc.stdout)
+    assert m, proc.stdout + proc.stderr
+    return int(m.group(1)), int(m.group(2))
+
+
+def test_rekeys_by_both_sides_under_a_stream_lose_nothing(
+    lab: AwsLab, cgwd_factory: Callable[..., Cgwd]
+) -> None:
+    """Our Quick Mode rekeys every ~3 s and a Main Mode rekey, plus AWS rekeying the
+    IPsec SA and the ISAKMP SA, while 500 pings flow: none is lost."""
+    cgwd = cgwd_factory("--child-rekey-time", "3", "--ike-rekey-time", "5", "--rekey-jitter", "0")
+    cgwd.wait_up()
+    first = cgwd.status()["children"][0]["spi_in"]
+    proc = lab.ns["cgw"].popen(
+        "ping", "-n", "-q", "-i", "0.02", "-c", "500", "-W", "2", str(lab.vpc_host_ip),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    time.sleep(4)
+    lab.rekey(1)
+    time.sleep(2)
+    lab.rekey(1, ike=True)
+    out, _ = proc.communicate(timeout=60)
+    m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
+    assert m, out
+    log = cgwd.log()
+    assert log.count("child_rekeyed") >= 2, log[-3000:]
+    assert "ike_rekeyed" in log
+    assert cgwd.status()["children"][0]["spi_in"] != first
+    assert (int(m.group(1)), int(m.group(2))) == (500, 500), log[-5000:]
+
+
+def test_aws_dpd_is_answered(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """AWS probes an idle peer (lab: after 2 s, dead 4 s later); we answer with the
+    sequence number, and the tunnel stays up."""
+    cgwd = cgwd_factory("--dpd-delay", "60")
+    cgwd.wait_up()
+    mark = lab.endpoint(1).charon.log_mark()
+    time.sleep(8)
+    lines = lab.endpoint(1).charon.log_since(mark)
+    assert any("DPD" in line or "R_U_THERE" in line for line in lines), "\n".join(lines[-30:])
+    assert lab.tunnel_child(1) is not None
+    st = cgwd.status()
+    assert st["phase2"] == "Established" and st["counters"].get("dpd_answered", 0) >= 1
+
+
+def test_our_dpd_restart_and_kill_are_recovered(
+    lab: AwsLab, cgwd_factory: Callable[..., Cgwd]
+) -> None:
+    cgwd = cgwd_factory()
+    first = cgwd.wait_up()["ike"]["spi_i"]
+    time.sleep(3)  # idle: both sides' DPD keep it up
+    assert cgwd.status()["phase2"] == "Established"
+    # Graceful restart: strongSwan DELETEs its SAs; we re-initiate.
+    lab.restart_endpoint(1)
+    cgwd.wait(
+        lambda s: s.get("phase2") == "Established" and s["ike"]["spi_i"] != first,
+        30,
+        "re-established after a restart",
+    )
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+    assert "deleted_by_peer" in cgwd.log()
+    second = cgwd.status()["ike"]["spi_i"]
+    # Killed: no DELETE; our DPD notices, and we re-initiate once it is back.
+    lab.kill_endpoint(1)
+    cgwd.wait(lambda s: s.get("last_down_reason") == "dpd_timeout", 20, "dpd_timeout")
+    lab.start_endpoint(1)
+    cgwd.wait(
+        lambda s: s.get("phase2") == "Established" and s["ike"]["spi_i"] != second,
+        30,
+        "re-established after a kill",
+    )
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+
+
+def test_wrong_psk_is_auth_failed_and_retried(
+    lab: AwsLab, cgwd_factory: Callable[..., Cgwd]
+) -> None:
+    lab.reconfigure(1, replace(lab.options.policy(1), psk=Secret("Not.the.right.psk.1")))
+    cgwd = cgwd_factory()
+    cgwd.wait(lambda s: s.get("last_down_reason") == "auth_failed", 20, "auth_failed")
+    time.sleep(4)
+    assert cgwd.proc.poll() is None
+    log = cgwd.log()
+    assert log.count("auth_failed") >= 2, log[-3000:]
+    assert "pre-shared key mismatch" in log
+    assert "Not.the.right" not in log
+    assert cgwd.status()["phase1"] in ("Down", "Negotiating")
+
+
+def test_no_common_proposal_is_logged_and_retried(
+    lab: AwsLab, cgwd_factory: Callable[..., Cgwd]
+) -> None:
+    restrict(lab, "aes256-sha512-ecp521", "aes256-sha512-ecp521")
+    cgwd = cgwd_factory("--proposals", "file")  # only what the file says: AES128/SHA1/DH2
+    cgwd.wait(lambda s: s.get("last_down_reason") == "no_proposal_chosen", 15, "no proposal")
+    time.sleep(3)
+    assert cgwd.proc.poll() is None
+    assert cgwd.log().count("no_proposal_chosen") >= 2
+
+
+def test_aws_initiates_main_mode(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """We answer a Main Mode and Quick Mode that AWS starts (e.g. after its own restart)."""
+    cgwd = cgwd_factory("--passive")
+    time.sleep(1.0)
+    assert lab.initiate(1)
+    st = cgwd.wait_up()
+    assert st["ike"]["initiator"] is False
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+
+
+def test_behind_nat(tmp_path: Path) -> None:
+    """The customer gateway sits behind a masquerading NAT: Main Mode floats to 4500, ESP
+    goes in UDP, our identity stays the public address, and a Quick Mode rekey works."""
+    require_strongswan()
+    conn = load_aws_config(AWS_CONFIG)
+    opts = LabOptions.for_tests(tunnels=(1,), lan=False, nat=True, ike_version="ikev1")
+    with AwsLab(conn, opts) as lab:
+        assert lab.cgw_local_ip != lab.cgw_outside_ip
+        cgwd = Cgwd(lab, tmp_path, "--child-rekey-time", "8", "--rekey-jitter", "0")
+        try:
+            st = cgwd.wait_up()
+            assert st["ike"]["nat_local"] is True and st["ike"]["port"] == 4500
+            assert st["children"][0]["encap"] is True
+            (ike,) = lab.list_sas(1)
+            assert ike.remote_id == str(lab.cgw_outside_ip)
+            assert ike.nat_remote
+            assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+            first = st["children"][0]["spi_in"]
+            cgwd.wait(
+                lambda s: s["children"][0]["spi_in"] != first and len(s["children"]) == 1,
+                20,
+                "rekeyed behind the NAT",
+            )
+            assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+        finally:
+            cgwd.stop()

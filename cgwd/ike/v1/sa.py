@@ -17,7 +17,7 @@ from cgwd.secret import Secret
 IKE_PORT = 500
 NAT_T_PORT = 4500
 ANY = IPv4Network("0.0.0.0/0")
-OLD_ISAKMP_GRACE = 10.0  # after our phase 1 rekey, delete the old ISAKMP SA this much later
+OLD_ISAKMP_GRACE = 5.0  # after our phase 1 rekey, delete the old ISAKMP SA this much later
 OLD_CHILD_GRACE = 5.0  # after a phase 2 rekey, delete the old ESP SAs this much later
 PEER_DELETE_GRACE = 30.0  # the peer rekeyed: it should delete the old SAs, else we do
 OUTBOUND_SWITCH_DELAY = 1.0  # our rekey: let the peer install its inbound SA first
