@@ -22,6 +22,7 @@ import platform
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,29 +89,42 @@ def run_tunnels(
 
     bench = TunnelBench(tcp_seconds=tcp_seconds, udp_seconds=udp_seconds)
     rows: list[dict[str, Any]] = []
+
+    def measure(impl: str, suite: str, fn: Callable[[], Any], step: str = "") -> None:
+        # One failed measurement (e.g. charon not establishing) is recorded, not fatal.
+        try:
+            row = fn().as_json()
+        except Exception as exc:
+            row = {"impl": impl, "suite": suite, "tcp_mbps": 0.0, "udp_pps": 0,
+                   "error": f"{type(exc).__name__}: {exc}"[:2000]}  # fmt: skip
+        if step:
+            row["impl"], row["step"] = "cgwd-ablation", step
+            print(f"  {step:42}", end="")
+        rows.append(row)
+        _progress(row)
+
     try:
-        rows.append(bench.veth().as_json())
-        _progress(rows[-1])
+        measure("veth", "none", bench.veth)
         for suite in SUITES:
-            rows.append(bench.cgwd(suite).as_json())
-            _progress(rows[-1])
+            measure("cgwd", suite, lambda s=suite: bench.cgwd(s))
             if strongswan:
-                rows.append(bench.strongswan(suite).as_json())
-                _progress(rows[-1])
+                measure("strongswan", suite, lambda s=suite: bench.strongswan(s))
         if ablation:
             for label, options in ABLATION:
-                row = bench.cgwd("aes128gcm16", options, warmup=1).as_json()
-                row["impl"] = "cgwd-ablation"
-                row["step"] = label
-                rows.append(row)
-                print(f"  {label:42}", end="")
-                _progress(row)
+                measure(
+                    "cgwd", "aes128gcm16",
+                    lambda o=options: bench.cgwd("aes128gcm16", o, warmup=1),
+                    step=label,
+                )  # fmt: skip
     finally:
         bench.close()
     return rows, ""
 
 
 def _progress(row: dict[str, Any]) -> None:
+    if "error" in row:
+        print(f"  {row['impl']:10} {row['suite']:12} FAILED: {row['error'][:300]}", flush=True)
+        return
     print(
         f"  {row['impl']:10} {row['suite']:12} TCP {row['tcp_mbps']:8.1f} Mbit/s"
         f"  UDP {row['udp_pps']:8d} pkt/s",
