@@ -3,12 +3,19 @@
 Flow, per tunnel (two worker threads, so encryption and decryption overlap: the AEAD and
 HMAC calls and every syscall release the GIL):
 
-    tx worker:  TUN --read until EAGAIN--> current OutboundSa.encapsulate
+    tx worker:  TUN --read until EAGAIN, into the send buffer--> current
+                    OutboundSa.encapsulate_in_place (no copy)
                     --> UDP socket (one GSO sendmsg per run of equal-size packets)
                      or raw ESP socket (one send per packet)
     rx worker:  UDP socket (GRO: one recvmsg per coalesced run) / raw ESP socket
                     --> classify (RFC 3948 §2.2): keepalive | IKE -> event loop | ESP
-                    --> InboundSa by SPI .decapsulate --> TUN
+                    --> InboundSa by SPI .decapsulate_into a preallocated buffer
+                    --> TcpCoalescer (runs of one TCP flow become one GSO packet)
+                    --> TUN (IFF_VNET_HDR)
+
+The TUN device is opened with IFF_VNET_HDR so writes can carry merged TCP packets; no
+offloads are enabled for reads, so what the kernel hands us are plain, complete packets.
+The figures each of these steps buys are in bench/README.md.
 
 Locking: the control methods run on the event loop thread and never mutate what a worker is
 iterating. They publish new immutable snapshots (the inbound SPI map, the current outbound
