@@ -9,6 +9,7 @@ adding a harness here.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
@@ -29,6 +30,8 @@ from cgwd.dataplane.base import (
     UnknownTunnelError,
 )
 from cgwd.dataplane.fake import FakeDataplane
+from cgwd.dataplane.kernel import KernelDataplane
+from cgwd.dataplane.select import probe_kernel
 from cgwd.dataplane.userspace import UserspaceDataplane
 from cgwd.esp.sa import SaCounters
 from cgwd.esp.suites import suite_by_name
@@ -56,7 +59,9 @@ def spec(name: str = "cgc0", third_octet: int = 10) -> TunnelSpec:
         remote_inside=IPv4Address(f"169.254.{third_octet}.1"),
         mtu=1400,
         local_outside=LOCAL_OUT,
-        remote_outside=REMOTE_OUT,
+        # A VTI (the kernel dataplane without xfrm interfaces) is keyed by its outside
+        # endpoints, as AWS's two tunnels are: give each tunnel its own peer address.
+        remote_outside=REMOTE_OUT + (third_octet - 10),
     )
 
 
@@ -95,6 +100,14 @@ def _fake_harness() -> Iterator[Harness]:
 
 
 def _userspace_harness() -> Iterator[Harness]:
+    yield from _namespace_harness(UserspaceDataplane)
+
+
+def _kernel_harness() -> Iterator[Harness]:
+    yield from _namespace_harness(KernelDataplane)
+
+
+def _namespace_harness(make: Callable[[], Dataplane]) -> Iterator[Harness]:
     require_root()
     topo = Topology()
     try:
@@ -129,9 +142,16 @@ def _userspace_harness() -> Iterator[Harness]:
                 "addr": f"{addr}" + (f" {peer_part}" if peer_part else ""),
             }
 
-        yield Harness(UserspaceDataplane, run, interface)
+        yield Harness(make, run, interface)
     finally:
         topo.close()
+
+
+# The kernel dataplane joins where the kernel can carry it (ESP and VTI/xfrm interfaces):
+# on hosts without ESP, tests/uml/test_uml_kernel_dataplane.py runs this module inside a
+# user-mode Linux guest, where it does.
+_KERNEL_HERE = os.geteuid() == 0 and probe_kernel().usable
+_HARNESSES = {"fake": _fake_harness, "userspace": _userspace_harness, "kernel": _kernel_harness}
 
 
 @pytest.fixture(
@@ -139,11 +159,11 @@ def _userspace_harness() -> Iterator[Harness]:
     params=[
         pytest.param("fake"),
         pytest.param("userspace", marks=pytest.mark.netns),
+        *([pytest.param("kernel", marks=pytest.mark.netns)] if _KERNEL_HERE else []),
     ],
 )
 def harness(request: pytest.FixtureRequest) -> Iterator[Harness]:
-    gen = _fake_harness() if request.param == "fake" else _userspace_harness()
-    yield from gen
+    yield from _HARNESSES[request.param]()
 
 
 def test_open_tunnel_creates_addressed_interface_and_close_removes_it(harness: Harness) -> None:
