@@ -114,3 +114,24 @@ def test_no_common_proposal() -> None:
     assert "no_proposal_chosen" in pair.aws.log_names()
     pair.run_for(10)
     assert len(pair.cgw.downs()) >= 3
+
+
+def test_both_sides_initiate_at_once_end_with_one_shared_sa() -> None:
+    """AWS's "start" plus our own initiation: two IKE SAs; the same one survives at both
+    ends (nonce rule as in RFC 7296 §2.8.2) and the tunnel never goes down."""
+    for seed in range(1, 7):
+        pair = Pair(seed=seed)
+        pair.cgw.session.initiate(pair.now)
+        pair.aws.session.initiate(pair.now)
+        pair.run_for(60)
+        c, a = pair.cgw.session.status(), pair.aws.session.status()
+        assert c["phase2"] == "Established" and a["phase2"] == "Established", seed
+        assert c["ike"]["spi_i"] == a["ike"]["spi_i"], seed
+        assert len(pair.cgw.session.ike_sas) == 1 and len(pair.aws.session.ike_sas) == 1
+        assert len(c["children"]) == 1 and len(a["children"]) == 1
+        assert c["children"][0]["spi_in"] == a["children"][0]["spi_out"]
+        _assert_tunnel_up(pair)
+        # Decided by the nonce rule on both ends alike: nobody went down meanwhile.
+        assert not pair.cgw.downs() and not pair.aws.downs()
+        names = pair.cgw.log_names() + pair.aws.log_names()
+        assert names.count("redundant_ike_deleted") == 1

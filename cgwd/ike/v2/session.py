@@ -47,11 +47,11 @@ from cgwd.ike.rng import Rng
 from cgwd.ike.v2 import wire
 from cgwd.ike.v2.message import Message, decode_header, decode_message, encode_message
 from cgwd.ike.v2.payloads import DeletePayload
-from cgwd.ike.v2.rekey_coordination import RekeyCoordination
+from cgwd.ike.v2.rekey_coordination import PEER_DELETE_GRACE, RekeyCoordination
 from cgwd.ike.v2.sa import IKE_PORT, ChildSa, IkeSa, IkeSessionConfig
 from cgwd.ike.v2.states import ChildState, IkeState
 from cgwd.ike.v2.status import session_status
-from cgwd.ike.v2.task_manager import GiveUp, RequestKind, Retransmit
+from cgwd.ike.v2.task_manager import GiveUp, RequestKind, Retransmit, redundant_exchange
 from cgwd.ike.v2.tasks.base import Outcome, Task
 from cgwd.ike.v2.tasks.child_sa import ChildCreate, respond_create_child_sa
 from cgwd.ike.v2.tasks.ike_auth import IkeAuth, respond_ike_auth
@@ -252,8 +252,8 @@ class IkeSession(RekeyCoordination):
     def install_child(self, child: ChildSa, *, delay_outbound: bool = False) -> None:
         """Record a new Child SA and ask the host to install it (inbound first)."""
         cfg = self.config
-        owner = self._current
-        child.ike_spi_i = owner.spi_i if owner is not None else b""
+        if not child.ike_spi_i and self._current is not None:
+            child.ike_spi_i = self._current.spi_i
         child.state = ChildState.INSTALLED
         child.out_installed = not delay_outbound
         if delay_outbound:
@@ -300,21 +300,32 @@ class IkeSession(RekeyCoordination):
         sa.last_heard = now
         sa.delete_deadline = None
         self._schedule_ike_rekey(sa, now)
-        previous = self._current
-        self._current = sa
         self._failures = 0
         self._reconnect_at = None
         self._ever_established = True
-        self.emit(IkeEstablished(sa.spi_i_int, sa.spi_r_int, sa.initiator, sa.suite_name, rekey))
+        previous = self._current
         if previous is not None and previous is not sa and not rekey:
-            # A fresh IKE SA replaces the old one (the peer restarted, or both initiated).
-            self._remove_children_of(previous, "replaced by a new IKE SA")
-            if not sa.initial_contact:
+            if self._duplicate_initiations(previous, sa):
+                if not self._resolve_duplicate(previous, sa, now):
+                    return  # ``sa`` is the redundant one; ``previous`` stays current
+            else:
+                # A fresh IKE SA replaces the old one (the peer restarted). Tell the peer
+                # even if it sent INITIAL_CONTACT: if it still has the old SA it drops it
+                # with its Child SA instead of sending into it until DPD fails.
+                self._remove_children_of(previous, "replaced by a new IKE SA")
                 self._send_delete_notice(previous)
-            self._drop_ike(previous)
-        # Other half-open SAs we initiated are now pointless.
+                self._drop_ike(previous)
+        self._current = sa
+        self.emit(IkeEstablished(sa.spi_i_int, sa.spi_r_int, sa.initiator, sa.suite_name, rekey))
+        # Our own initiation is pointless now unless IKE_AUTH is already out: then the
+        # peer will have it too, so let it complete (the newest then replaces this one).
         for other in list(self.ike_sas):
-            if other is not sa and other.state == IkeState.CONNECTING and other.initiator:
+            if (
+                other is not sa
+                and other.state == IkeState.CONNECTING
+                and other.initiator
+                and other.sk_in is None
+            ):
                 self._drop_ike(other)
 
     def ike_failed(self, sa: IkeSa, reason: str, now: float) -> None:
@@ -784,9 +795,37 @@ class IkeSession(RekeyCoordination):
         if sa in self.ike_sas:
             self.ike_sas.remove(sa)
 
+    def _duplicate_initiations(self, previous: IkeSa, sa: IkeSa) -> bool:
+        """Both ends initiated at about the same time (not a peer restart)."""
+        return (
+            previous.initiator != sa.initiator
+            and previous.rekeyed_from is None
+            and sa.rekeyed_from is None
+            and abs(sa.created_at - previous.created_at) < self.config.half_open_timeout
+        )
+
+    def _resolve_duplicate(self, previous: IkeSa, sa: IkeSa, now: float) -> bool:
+        """Two IKE SAs from simultaneous initiations: keep one by the nonce rule, as for
+        an IKE SA rekey collision (RFC 7296 §2.8.2), so both ends keep the same one. The
+        redundant SA is deleted by its initiator. Returns whether ``sa`` is kept."""
+        mine, theirs = (sa, previous) if sa.initiator else (previous, sa)
+        if redundant_exchange((mine.ni, mine.nr), (theirs.ni, theirs.nr)) == "ours":
+            self.log(
+                "redundant_ike_deleted", "duplicate IKE SA (both ends initiated): ours is deleted"
+            )
+            self._remove_children_of(mine, "redundant IKE SA")
+            self._send_delete_notice(mine)
+            self._drop_ike(mine)
+            return sa is theirs
+        # The peer deletes its redundant SA (or we do, if it does not in time).
+        theirs.delete_deadline = now + PEER_DELETE_GRACE
+        return sa is mine
+
     def _ike_lost(self, sa: IkeSa, reason: str, now: float) -> None:
         was_current = sa is self._current
         self._drop_ike(sa)
+        if not was_current:
+            self._remove_children_of(sa, reason)  # e.g. a redundant duplicate's Child SA
         if was_current:
             self._current = None
             successor = (

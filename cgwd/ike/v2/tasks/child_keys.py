@@ -57,5 +57,6 @@ def make_child(
         in_params=in_params,
         pfs_group=pfs_group,
         rekeyed_from=rekeyed_from,
+        ike_spi_i=ike.spi_i,
     )
     return child

@@ -21,6 +21,7 @@ from cgwd.ike.v2 import negotiation as neg
 from cgwd.ike.v2 import wire
 from cgwd.ike.v2.payloads import AuthPayload
 from cgwd.ike.v2.sa import ChildSa, IkeSa
+from cgwd.ike.v2.states import IkeState
 from cgwd.ike.v2.tasks.base import Outcome, SessionOps, Task
 from cgwd.ike.v2.tasks.child_keys import make_child
 
@@ -104,6 +105,8 @@ class IkeAuth(Task):
         if problem is not None:
             return self._fail("auth_failed", problem, now)
         session.ike_established(sa, now)
+        if sa.state == IkeState.DEAD:
+            return Outcome.DONE  # a duplicate of the peer's simultaneous IKE SA, deleted
         # -- the Child SA --
         error = msg.error_notify()
         if error is not None:
