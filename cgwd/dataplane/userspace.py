@@ -93,7 +93,8 @@ class TunnelCounters:
 
     drops: dict[str, int] = field(default_factory=dict)
     """Drop counts by reason: ``unknown_spi``, ``malformed``, ``no_sa``, ``seq_exhausted``,
-    ``send_error``, ``tun_write_error``, ``internal``."""
+    ``send_error``, ``tun_write_error``, ``device_error`` (the TUN device vanished; counted
+    per retry, at most one a second), ``internal`` (a bug)."""
     keepalives_in: int = 0
     keepalives_out: int = 0
     ike_in: int = 0
@@ -403,16 +404,21 @@ class UserspaceDataplane:
     def _guarded(self, worker: Callable[[_Tunnel], None], t: _Tunnel) -> None:
         """Run a worker until the tunnel stops; an unexpected error is logged, not fatal."""
         _name_os_thread(threading.current_thread().name)
+        backoff = 0.01
         while not t.stopping:
+            started = time.monotonic()
             try:
                 worker(t)
             except Exception as exc:  # a bug must not silently kill the tunnel's datapath
-                t.counters.drop("internal")
+                t.counters.drop("device_error" if isinstance(exc, DataplaneError) else "internal")
                 self._drop_log.log(
                     f"{t.spec.name} internal",
                     f"tunnel {t.spec.name}: datapath worker error: {type(exc).__name__}: {exc}",
                 )
-                time.sleep(0.01)
+                # A persistent fault (say the TUN device was deleted under us) must not
+                # become a busy loop: back off up to a second while it keeps failing fast.
+                backoff = 0.01 if time.monotonic() - started > 10 else min(backoff * 2, 1.0)
+                time.sleep(backoff)
 
     # -- internals: tx worker (TUN -> ESP) ------------------------------------------
 
@@ -453,6 +459,8 @@ class UserspaceDataplane:
                     if exc.errno == errno.EBADF or t.stopping:
                         return
                     raise
+                if n == 0:  # end of file: the device was deleted under us
+                    raise DataplaneError(f"TUN device {t.spec.name} is gone")
                 n_read += 1
                 n -= VNET_HDR_LEN
                 if n <= 0 or view[off + room - VNET_HDR_LEN + 1] != 0:  # gso_type NONE only
