@@ -153,3 +153,25 @@ def test_nat_keepalives_are_sent_while_esp_in_udp_is_idle(
     assert sent >= 2
     assert received and all(r == (b"\xff", (LOCAL, 4500)) for r in received)
     assert len(received) >= sent  # one more may leave between the count and the close
+
+
+def test_a_tun_device_deleted_under_the_datapath_is_counted_not_spun_on(
+    namespaces: tuple[Netns, Netns],
+) -> None:
+    ours, _peer = namespaces
+
+    async def body() -> dict[str, int]:
+        dp = UserspaceDataplane()
+        try:
+            await dp.open_tunnel(SPEC)
+            await asyncio.to_thread(ours.ip, "link", "del", SPEC.name)
+            await asyncio.sleep(2.0)
+            return dp.tunnel_counters(SPEC.name).drops
+        finally:
+            await dp.close()  # must not raise although the device is gone
+
+    drops = run_async_in_netns(ours.name, body)
+    # Backed off (0.01 s doubling to 1 s), not millions of spins on a dead descriptor.
+    assert 1 <= drops.get("device_error", 0) <= 20, drops
+    assert set(drops) == {"device_error"}
+    assert ours.ip("link", "show", SPEC.name, check=False).returncode != 0
