@@ -562,6 +562,11 @@ class KernelDataplane:
         # set there, see cgwd.net.xfrm.ike_socket): no dataplane socket ever sees IKE.
         self._ike_receiver = callback
 
+    @property
+    def tunnel_names(self) -> list[str]:
+        """The open tunnels."""
+        return list(self._tunnels)
+
     def tunnel_key(self, tunnel: str) -> int:
         """The tunnel's if_id (xfrm interface) or mark (VTI)."""
         return self._tunnel(tunnel).key
