@@ -27,8 +27,6 @@ from typing import Any, ClassVar, Final
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nla, nlmsg
 
-__all__ = ["NLM_F_ACK", "NLM_F_DUMP", "NLM_F_REQUEST"]  # re-exported for the socket
-
 from cgwd.errors import CgwdError
 from cgwd.esp.suites import EspSuite
 from cgwd.secret import Secret
@@ -640,10 +638,14 @@ def encode_getsa(
 
 
 def encode_dump(msg_type: int, seq: int) -> bytes:
-    """A dump request of every SA (GETSA) or policy (GETPOLICY) in the namespace."""
-    msg = xfrm_usersa_id() if msg_type == XFRM_MSG_GETSA else xfrm_userpolicy_id()
-    _header(msg, msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq)
-    return _encode(msg)
+    """A dump request of every SA (GETSA) or policy (GETPOLICY) in the namespace.
+
+    Dumps carry no fixed header: the kernel reads optional filter attributes right after
+    the nlmsghdr (``ip xfrm state list`` adds an empty XFRMA_ADDRESS_FILTER, which matches
+    everything, as no filter does).
+    """
+    header = struct.pack("=IHHII", 16, msg_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+    return header
 
 
 def encode_allocspi(

@@ -19,6 +19,8 @@ import struct
 import threading
 from collections.abc import Callable
 
+from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP
+
 from cgwd.errors import CgwdError
 from cgwd.net.xfrm import messages as m
 
@@ -135,8 +137,8 @@ class XfrmSocket:
             seq = self._next_seq()
             data = build(seq)
             (flags,) = struct.unpack_from("=H", data, 6)
-            wants_ack = bool(flags & m.NLM_F_ACK)
-            is_dump = (flags & m.NLM_F_DUMP) == m.NLM_F_DUMP
+            wants_ack = bool(flags & NLM_F_ACK)
+            is_dump = (flags & NLM_F_DUMP) == NLM_F_DUMP
             self._send(data, what)
             answer: list[m.Message] = []
             while True:
