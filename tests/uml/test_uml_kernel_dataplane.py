@@ -137,6 +137,16 @@ def test_two_zero_selector_tunnels_coexist_on_one_host(guest: UmlGuest) -> None:
     assert "shutdown_errors" not in doc
 
 
+def test_expire_events_soft_then_hard_are_decoded(guest: UmlGuest) -> None:
+    result = guest.python("tests/uml/scenario_expire.py", timeout=60)
+    assert result.rc == 0, result.output
+    events = json.loads(result.output.strip().splitlines()[-1])
+    assert [e.get("hard") for e in events[:-1]] == [False, True], events
+    for e in events[:-1]:
+        assert (e["spi"], e["mark"], e["soft"], e["hard_seconds"]) == (0xC0FFEE01, 0x63670042, 1, 3)
+    assert events[-1] == {"remaining_sas": 0}  # the hard expiry removed it
+
+
 def test_guest_environment_is_what_the_scenarios_assume(guest: UmlGuest) -> None:
     # Checked last: the guest still runs, and ESP SAs work there (else nothing above could).
     result = guest.run(
