@@ -53,6 +53,8 @@ def machine() -> dict[str, Any]:
         "openssl": _version(["openssl", "version"]),
         "strongswan": _version(["/usr/lib/ipsec/charon", "--version"]),
         "iperf3": _version(["iperf3", "--version"]).split("\n")[0],
+        # Other work on the machine skews every figure here: keep the load with them.
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
     }
 
 
@@ -243,7 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {"meta": machine()}
-    print(f"cgwd benchmark, {results['meta']['date']}, {results['meta']['cpu']}", flush=True)
+    meta = results["meta"]
+    print(
+        f"cgwd benchmark, {meta['date']}, {meta['cpu']} x{meta['cores']}, "
+        f"load average {meta['loadavg_start']}",
+        flush=True,
+    )
 
     print("\n== openssl speed -evp (MB/s, one core) ==", flush=True)
     seconds = 1 if args.quick else 3
@@ -272,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
             results["tunnel_skipped"] = why_not
         print_tunnels(rows)
 
+    results["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = targets(results)
     print("\n== targets (ratios against references measured in this run) ==")
     print_targets(results["targets"])
@@ -279,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(args.out, "w") as f:
         json.dump(results, f, indent=1)
         f.write("\n")
-    print(f"\nwrote {args.out}")
+    print(f"\nload average at the end: {results['meta']['loadavg_end']}; wrote {args.out}")
     return 0
 
 
