@@ -443,3 +443,23 @@ def test_forced_ike_rekey_collision(lab: AwsLab, cgwd_factory: Callable[..., Cgw
         "child rekeyed over the surviving IKE SA",
     )
     assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+
+
+def test_both_ends_initiate_at_once(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """AWS's "start" and our own initiation race: one IKE SA and one Child SA remain, the
+    same at both ends, and traffic flows."""
+    cgwd = cgwd_factory()
+    lab.initiate(1, timeout=10)
+    cgwd.wait_up()
+    # strongSwan keeps duplicates; we delete the redundant one (nonce rule) after 5 s.
+    wait_until(lambda: len(lab.list_sas(1)) == 1, 15, 0.2, "one IKE SA at AWS")
+    cgwd.wait(lambda s: len(s["children"]) == 1, 5, "one Child SA here")
+    (ike,) = lab.list_sas(1)
+    ours = cgwd.status()
+    assert {ours["ike"]["spi_i"], ours["ike"]["spi_r"]} == {
+        ike.raw.get("initiator-spi"),
+        ike.raw.get("responder-spi"),
+    }
+    assert len(ike.children) == 1 and len(ours["children"]) == 1
+    assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+    assert ours["phase2"] == "Established"

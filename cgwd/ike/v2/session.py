@@ -47,7 +47,7 @@ from cgwd.ike.rng import Rng
 from cgwd.ike.v2 import wire
 from cgwd.ike.v2.message import Message, decode_header, decode_message, encode_message
 from cgwd.ike.v2.payloads import DeletePayload
-from cgwd.ike.v2.rekey_coordination import PEER_DELETE_GRACE, RekeyCoordination
+from cgwd.ike.v2.rekey_coordination import RekeyCoordination
 from cgwd.ike.v2.sa import IKE_PORT, ChildSa, IkeSa, IkeSessionConfig
 from cgwd.ike.v2.states import ChildState, IkeState
 from cgwd.ike.v2.status import session_status
@@ -66,6 +66,7 @@ from cgwd.ike.v2.tasks.informational import DeleteChild, DeleteIke, Dpd, respond
 
 ZERO_SPI = bytes(8)
 OUTBOUND_SWITCH_GRACE = 5.0  # responder of a rekey: send on the new SA by then at the latest
+DUPLICATE_DELETE_GRACE = 5.0  # the peer's redundant duplicate IKE SA: we delete it after
 
 SpiAllocator = Callable[[], int]
 
@@ -216,6 +217,9 @@ class IkeSession(RekeyCoordination):
         """When the session re-initiates next (None: not scheduled)."""
         return self._reconnect_at
 
+    def _current_spi(self) -> bytes:
+        return b"" if self._current is None else self._current.spi_i
+
     def _ops(self) -> IkeSession:
         return self
 
@@ -254,9 +258,12 @@ class IkeSession(RekeyCoordination):
         cfg = self.config
         if not child.ike_spi_i and self._current is not None:
             child.ike_spi_i = self._current.spi_i
+        if self._current is not None and child.ike_spi_i != self._current.spi_i:
+            # Created over a redundant duplicate IKE SA: never send on it (it goes soon).
+            delay_outbound = True
         child.state = ChildState.INSTALLED
         child.out_installed = not delay_outbound
-        if delay_outbound:
+        if delay_outbound and child.ike_spi_i == self._current_spi():
             child.outbound_at = child.created_at + OUTBOUND_SWITCH_GRACE
         self.children[child.child_id] = child
         self._schedule_child_rekey(child)
@@ -817,8 +824,13 @@ class IkeSession(RekeyCoordination):
             self._send_delete_notice(mine)
             self._drop_ike(mine)
             return sa is theirs
-        # The peer deletes its redundant SA (or we do, if it does not in time).
-        theirs.delete_deadline = now + PEER_DELETE_GRACE
+        # The peer deletes its redundant SA, or we do if it does not soon (a peer that
+        # does not apply this rule, e.g. strongSwan, keeps both otherwise).
+        self.log(
+            "duplicate_ike_sa",
+            "duplicate IKE SA (both ends initiated): the peer's is redundant",
+        )
+        theirs.delete_deadline = now + DUPLICATE_DELETE_GRACE
         return sa is mine
 
     def _ike_lost(self, sa: IkeSa, reason: str, now: float) -> None:
