@@ -2,8 +2,9 @@
 
 One guest boots for the whole module (tests/uml/uml_guest.py) and runs, one after the other:
 the dataplane conformance suite with the kernel harness, cgwd's kernel datapath on both ends
-of a tunnel with static keys (traffic, counters, rekey, shutdown), and two 0/0 tunnels on
-one host. The scenarios print their observations as JSON; the assertions are here.
+of a tunnel with static keys (traffic, counters, rekey, shutdown), two 0/0 tunnels on one
+host, cgwd's IKEv2 against strongSwan's kernel-netlink backend, and EXPIRE events. The
+scenarios print their observations as JSON; the assertions are here.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ import pytest
 from uml_guest import UmlGuest, uml_available  # type: ignore[import-not-found]
 
 try:
-    from tests.conftest import require, require_root
+    from tests.conftest import require, require_root, require_strongswan
 except ImportError:  # pragma: no cover - depends on how pytest was started
-    from conftest import require, require_root  # type: ignore[no-redef]
+    from conftest import (  # type: ignore[no-redef]
+        require,
+        require_root,
+        require_strongswan,
+    )
 
 pytestmark = [pytest.mark.uml, pytest.mark.slow]
 
@@ -128,6 +133,33 @@ def test_two_zero_selector_tunnels_coexist_on_one_host(guest: UmlGuest) -> None:
     assert all("mark 0x" in p or "socket" in p for p in policies.split("src 0.0.0.0/0")[1:])
     assert doc["outside_ping"] == {"192.0.2.2": True, "198.51.100.2": True}
     assert doc["leftovers"] == {
+        "xfrm_state": "",
+        "xfrm_policy": "",
+        "links": [],
+        "routes": "",
+        "nft_tables": "",
+    }
+    assert "shutdown_errors" not in doc
+
+
+def test_ikev2_brings_the_kernel_tunnel_up_against_strongswan_kernel_netlink(
+    guest: UmlGuest,
+) -> None:
+    require_strongswan()
+    doc = _scenario(guest, "scenario_ike_strongswan.py")
+    assert doc["ping"] and doc["tcp_ok"] and doc["tcp_bytes"] == 1_000_000, doc
+    # Both kernels count the same ESP traffic (iproute2's view on each side).
+    cgw, aws = doc["xfrm_bytes_cgw"], doc["xfrm_bytes_aws"]
+    assert cgw == aws and len(cgw) == 2 and max(cgw.values()) > 1_000_000
+    # cgwd rekeyed the CHILD_SA (every 5 s) under a UDP stream without losing a datagram.
+    stream = doc["rekey_stream"]
+    assert stream["received"] == stream["sent"] > 500, stream["missing"]
+    assert len(doc["outbound_sas_seen"]) >= 3, doc["outbound_sas_seen"]
+    assert "None" not in doc["outbound_sas_seen"]
+    assert doc["ping_after_rekeys"]
+    # Shutdown: cgwd deleted the IKE SA at charon and left nothing in its namespace.
+    assert doc["charon_sas_after"] == ""
+    assert doc["leftovers_cgw"] == {
         "xfrm_state": "",
         "xfrm_policy": "",
         "links": [],
