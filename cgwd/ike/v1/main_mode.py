@@ -143,6 +143,9 @@ def receive(  # noqa: PLR0917
         if s.cky_r == hdr.spi_r or (s.initiator and s.state == "mm2" and hdr.spi_r != ZERO):
             sa = s
             break
+        if not s.initiator and hdr.spi_r == ZERO:  # message 1 again (our message 2 lost)
+            sa = s
+            break
     if sa is None:
         if hdr.spi_r == ZERO and not hdr.encrypted:
             _respond_mm1(session, data, src, dst, now)
@@ -150,9 +153,7 @@ def receive(  # noqa: PLR0917
             session.counters["unknown_spi"] += 1
         return
     if data == sa.flight.peer_last:
-        if sa.flight.last_sent:
-            session.counters["retransmit_answered"] += 1
-            session.send(sa, sa.flight.last_sent)
+        session.answer_duplicate(sa, sa.flight, now)
         return
     handler = {
         (True, "mm2"): _initiator_mm2,
@@ -484,6 +485,16 @@ def _responder_mm3(  # noqa: PLR0917
     session.send(sa, raw)
 
 
+def _tell_initiator(
+    session: Ikev1Session, sa: IsakmpSa, ntype: int, src: tuple[str, int], dst: tuple[str, int]
+) -> None:
+    """One unprotected notify per SA, so the initiator learns of the failure at once."""
+    if ntype in sa.peer_notified:
+        return
+    sa.peer_notified.append(ntype)
+    informational.send_plain_notify(session, sa.cky_i, sa.cky_r, ntype, src, dst[1])
+
+
 def _responder_mm5(  # noqa: PLR0917
     session: Ikev1Session,
     sa: IsakmpSa,
@@ -502,6 +513,7 @@ def _responder_mm5(  # noqa: PLR0917
     except IntegrityError:
         session.counters["integrity_failed"] += 1
         session.log("auth_failed", f"Main Mode message 5 does not decrypt ({PSK_HINT})", "error")
+        _tell_initiator(session, sa, Notify.PAYLOAD_MALFORMED, src, dst)
         return
     except IkeDecodeError:
         session.counters["malformed"] += 1
@@ -526,6 +538,7 @@ def _responder_mm5(  # noqa: PLR0917
         session.log(
             "auth_failed", f"HASH_I in Main Mode message 5 does not verify ({PSK_HINT})", "error"
         )
+        _tell_initiator(session, sa, Notify.AUTHENTICATION_FAILED, src, dst)
         return
     ident = msg.payloads[idx]
     assert isinstance(ident, IdPayload)

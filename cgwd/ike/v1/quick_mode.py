@@ -171,8 +171,7 @@ def receive(  # noqa: PLR0917
         _respond_qm1(session, sa, data, hdr, src, dst, now)
         return
     if data == qm.flight.peer_last:
-        session.counters["retransmit_answered"] += 1
-        session.send(sa, qm.flight.last_sent)
+        session.answer_duplicate(sa, qm.flight, now)
         return
     if qm.initiator and qm.state == "sent1":
         _initiator_qm2(session, sa, qm, data, src, dst, now)

@@ -87,6 +87,7 @@ class Flight:
     peer_last: bytes = b""
     sent_count: int = 0
     next_at: float | None = None  # None: not waiting for anything
+    answered_at: float | None = None  # when a duplicate was last answered
 
     def sent(self, raw: bytes, now: float, wait: float | None) -> None:
         self.last_sent = raw

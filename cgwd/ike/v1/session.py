@@ -20,7 +20,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from cgwd.ike.decode_errors import IkeDecodeError
@@ -53,6 +53,8 @@ from cgwd.ike.v1.sa import (
 )
 
 ZERO = bytes(8)
+MM5_TRIES = 2
+DUPLICATE_ANSWER_GAP = 1.0
 QM_FORGET_AFTER = 60.0  # keep finished Quick Modes to answer retransmissions
 SpiAllocator = Callable[[], int]
 
@@ -462,6 +464,18 @@ class Ikev1Session:
             self.reconnect_at = now + retry
         self.emit(IkeDown(reason, retry))
 
+    def answer_duplicate(self, sa: IsakmpSa, flight: Flight, now: float) -> None:
+        """The peer repeated its previous message: ours was lost, send it again. At most
+        once a second per exchange, so that a duplicating path cannot start a storm."""
+        if not flight.last_sent:
+            return
+        if flight.answered_at is not None and now - flight.answered_at < DUPLICATE_ANSWER_GAP:
+            self.counters["duplicate_ignored"] += 1
+            return
+        flight.answered_at = now
+        self.counters["retransmit_answered"] += 1
+        self.send(sa, flight.last_sent)
+
     def retransmit_due(
         self, flight: Flight, policy: RetransmitPolicy, now: float, sa: IsakmpSa
     ) -> bool:
@@ -531,7 +545,12 @@ class Ikev1Session:
     def _timers(self, now: float) -> None:
         cfg = self.config
         for sa in list(self.isakmp_sas):
-            if self.retransmit_due(sa.flight, cfg.retransmit, now, sa):
+            policy = cfg.retransmit
+            if sa.initiator and sa.state == "mm6":
+                # The peer answered messages 1-4 at once; silence after message 5 is the
+                # tell-tale of a pre-shared key mismatch: conclude after two retransmits.
+                policy = replace(policy, tries=min(policy.tries, MM5_TRIES))
+            if self.retransmit_due(sa.flight, policy, now, sa):
                 main_mode.gave_up(self, sa, now)
                 continue
             if sa.state != "established":
