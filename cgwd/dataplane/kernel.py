@@ -75,7 +75,9 @@ InterfaceKind = Literal["xfrm", "vti"]
 OWNED_BASE = 0x63670000  # "cg" in the high half: the if_ids and marks cgwd owns
 OWNED_MASK = 0xFFFF0000
 MAX_TUNNELS = 0xFFFF
-POLICY_PRIORITY = 0x2000  # below strongSwan's default band, above "ip xfrm" defaults
+# One fixed priority: each tunnel's policies only match packets carrying its own mark or
+# if_id, so they never compete with each other or with policies outside cgwd's range.
+POLICY_PRIORITY = 0x2000
 PROBE_PREFIX = "cgwdprobe"
 
 
@@ -88,17 +90,19 @@ def owned(value: int | None) -> bool:
     return value is not None and value & OWNED_MASK == OWNED_BASE and value != OWNED_BASE
 
 
-def explain(exc: XfrmError | OSError, what: str) -> DataplaneError:
+def explain(exc: XfrmError | OSError, what: str, *, adding: bool = False) -> DataplaneError:
     """A `DataplaneError` for a netlink refusal, naming the kernel feature where one is
-    missing."""
+    missing. ``adding``: the request created something (an SA), where ENOENT means the
+    kernel could not find a crypto transform rather than a missing object."""
     code = exc.errno or 0
     text = str(getattr(exc, "kernel_message", "") or getattr(exc, "strerror", "") or "")
     if code == errno.EPROTONOSUPPORT:
         return KernelFeatureError(f"{what}: the kernel has no ESP (CONFIG_INET_ESP, module esp4)")
-    if code == errno.ENOSYS and "algorithm" in text.lower():
+    if (code == errno.ENOSYS and "algorithm" in text.lower()) or (adding and code == errno.ENOENT):
         return KernelFeatureError(
-            f"{what}: {text} (the kernel crypto API lacks it: CONFIG_CRYPTO_GCM / "
-            "CONFIG_CRYPTO_AUTHENC / CONFIG_CRYPTO_CBC and the AES/SHA modules)"
+            f"{what}: {text or os.strerror(code)} (the kernel crypto API lacks a transform: "
+            "CONFIG_CRYPTO_GCM, CONFIG_CRYPTO_CBC, CONFIG_CRYPTO_AUTHENC and, for ESN with "
+            "CBC+HMAC, authencesn; modules aes, gcm, cbc, hmac, sha1/sha256/sha512)"
         )
     if code == errno.EEXIST:
         return SaExistsError(f"{what}: already exists in the kernel")
@@ -486,7 +490,7 @@ class KernelDataplane:
             else:
                 self._sock().request(lambda s: m.encode_newsa(spec, s), what)
         except XfrmError as exc:
-            raise explain(exc, what) from None
+            raise explain(exc, what, adding=True) from None
         t.sas[sa] = params
         if sa.direction == "in":
             self._spi_owner[sa.spi] = sa.tunnel

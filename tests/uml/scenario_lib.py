@@ -170,9 +170,13 @@ def tunnel_spec(
     )
 
 
-def params(suite: EspSuite, *, encap: bool) -> SaParams:
+def params(suite: EspSuite, *, encap: bool, esn: bool = False, window: int = 1024) -> SaParams:
     return SaParams(
-        suite, Secret(os.urandom(suite.keymat_bytes)), encap=UdpEncap() if encap else None
+        suite,
+        Secret(os.urandom(suite.keymat_bytes)),
+        esn=esn,
+        replay_window=window,
+        encap=UdpEncap() if encap else None,
     )
 
 

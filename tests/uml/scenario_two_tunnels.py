@@ -1,10 +1,11 @@
 """UML scenario: two tunnels with 0.0.0.0/0 policies up at the same time on one host.
 
 gwA holds tunnel cgt1 to gwB (ESP-in-UDP, AES-GCM) and cgt2 to gwC (raw ESP, AES-CBC with
-HMAC-SHA-256), both route-based with 0/0 in/out/fwd policies; gwB and gwC run cgwd's kernel
-datapath too. Observes: pings through both tunnels at once, per-tunnel SA counters, the
-policies installed on gwA, that gwA's own traffic to the peers' outside addresses is not
-swallowed by the 0/0 policies, and what is left after shutdown. Prints one JSON document.
+HMAC-SHA-256, ESN, replay window 2048), both route-based with 0/0 in/out/fwd policies;
+gwB and gwC run cgwd's kernel datapath too. Observes: pings through both tunnels at
+once, per-tunnel SA counters, the policies installed on gwA, that gwA's own traffic to the
+peers' outside addresses is not swallowed by the 0/0 policies, and what is left after
+shutdown. Prints one JSON document.
 """
 
 from __future__ import annotations
@@ -58,14 +59,17 @@ def main() -> None:
             routes=[],
         )
         pairs = [
-            (a, b, "cgt1", suite_by_name("aes128gcm16"), True),
-            (a, c, "cgt2", suite_by_name("aes256-sha256"), False),
+            (a, b, "cgt1", suite_by_name("aes128gcm16"), False),
+            (a, c, "cgt2", suite_by_name("aes256-sha256"), True),
         ]
         spis: dict[str, tuple[int, int]] = {}
-        for left, right, name, suite, encap in pairs:
+        for left, right, name, suite, cbc in pairs:
             spi_lr = right.sync(lambda right=right, name=name: right.dp.allocate_spi(name))
             spi_rl = left.sync(lambda left=left, name=name: left.dp.allocate_spi(name))
-            p_lr, p_rl = params(suite, encap=encap), params(suite, encap=encap)
+            # cgt1: ESP-in-UDP, window 1024; cgt2: raw ESP with ESN and the largest window.
+            extra = {"esn": True, "window": 2048} if cbc else {}
+            p_lr = params(suite, encap=not cbc, **extra)  # type: ignore[arg-type]
+            p_rl = params(suite, encap=not cbc, **extra)  # type: ignore[arg-type]
             right.add_sa(SaId(name, "in", spi_lr), p_lr)
             left.add_sa(SaId(name, "in", spi_rl), p_rl)
             left.add_sa(SaId(name, "out", spi_lr), p_lr)
@@ -91,6 +95,13 @@ def main() -> None:
                 "a_in": a.counters(SaId(name, "in", spis[name][1])),
             }
             for name in ("cgt1", "cgt2")
+        }
+        info = a.sync(lambda: a.dp.sa_info(SaId("cgt2", "in", spis["cgt2"][1])))
+        result["cgt2_inbound"] = {
+            "replay_window": info.replay_window,
+            "esn": bool(info.flags & 128),
+            "algorithms": list(info.algorithms),
+            "encap": info.encap is not None,
         }
         result["marks"] = {name: a.sync(lambda name=name: a.dp.tunnel_key(name)) for name in spis}
         result["policies_a"] = sh("ip", "-n", gw_a.name, "xfrm", "policy").stdout

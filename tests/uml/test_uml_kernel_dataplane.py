@@ -119,6 +119,12 @@ def test_two_zero_selector_tunnels_coexist_on_one_host(guest: UmlGuest) -> None:
     for name in ("cgt1", "cgt2"):
         c = doc["counters"][name]
         assert c["a_out"]["packets"] >= 5 and c["a_in"]["packets"] >= 5, name
+    assert doc["cgt2_inbound"] == {
+        "replay_window": 2048,
+        "esn": True,
+        "algorithms": ["cbc(aes)", "hmac(sha256)"],
+        "encap": False,
+    }
     marks = doc["marks"]
     assert marks["cgt1"] != marks["cgt2"]
     policies = doc["policies_a"]
@@ -177,6 +183,23 @@ def test_expire_events_soft_then_hard_are_decoded(guest: UmlGuest) -> None:
     for e in events[:-1]:
         assert (e["spi"], e["mark"], e["soft"], e["hard_seconds"]) == (0xC0FFEE01, 0x63670042, 1, 3)
     assert events[-1] == {"remaining_sas": 0}  # the hard expiry removed it
+
+
+def test_start_after_a_crash_removes_exactly_cgwd_state(guest: UmlGuest) -> None:
+    result = guest.python("tests/uml/scenario_crash_recovery.py", timeout=90)
+    assert result.rc == 0, result.output
+    doc = json.loads(result.output.strip().splitlines()[-1])
+    removed = doc["removed"]
+    assert sorted(r for r in removed if r.endswith(("cgt1", "cgt2"))) == [
+        "vti interface cgt1",
+        "vti interface cgt2",
+    ]
+    assert sum(r.startswith("policy ") for r in removed) == 6  # in/out/fwd x 2 tunnels
+    assert sum(r.startswith("SA ") for r in removed) == 4  # 3 SAs + 1 larval from ALLOCSPI
+    # Someone else's VTI, SA and policy (mark 7) are still there; nothing of cgwd's is.
+    assert " theirs@" in doc["links_after"] and "cgt" not in doc["links_after"]
+    assert doc["states_after"].count("spi 0x") == 1 and "spi 0x00007777" in doc["states_after"]
+    assert doc["policies_after"].count("dir ") == 1 and "mark 0x7/" in doc["policies_after"]
 
 
 def test_guest_environment_is_what_the_scenarios_assume(guest: UmlGuest) -> None:

@@ -52,6 +52,7 @@ MODULES = [
     "sha512_generic",
     "aes_ti",
     "authenc",
+    "authencesn",
     "seqiv",
     "echainiv",
     "gcm",

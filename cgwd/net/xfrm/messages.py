@@ -915,10 +915,13 @@ def _sa_from(msg: nlmsg) -> SaInfo:
     if family not in (socket.AF_INET, socket.AF_INET6):
         raise XfrmDecodeError(f"SA with address family {family}")
     algorithms = []
+    # The kernel reports an HMAC both as XFRMA_ALG_AUTH_TRUNC and (for old tools) as
+    # XFRMA_ALG_AUTH: name it once.
     for name in ("XFRMA_ALG_AEAD", "XFRMA_ALG_CRYPT", "XFRMA_ALG_AUTH_TRUNC", "XFRMA_ALG_AUTH"):
         alg = msg.get_attr(name)
-        if alg is not None:
-            algorithms.append(bytes(alg["alg_name"]).split(b"\0", 1)[0].decode("ascii", "replace"))
+        if alg is None or (name == "XFRMA_ALG_AUTH" and msg.get_attr("XFRMA_ALG_AUTH_TRUNC")):
+            continue
+        algorithms.append(bytes(alg["alg_name"]).split(b"\0", 1)[0].decode("ascii", "replace"))
     encap_attr = msg.get_attr("XFRMA_ENCAP")
     encap = (
         None

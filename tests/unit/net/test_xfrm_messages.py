@@ -169,6 +169,8 @@ def test_netlink_errors_become_messages_naming_the_kernel_feature() -> None:
         XfrmError("x", errno.ENOSYS, "Requested AEAD algorithm not found"), "installing SA"
     )
     assert isinstance(alg, KernelFeatureError) and "CONFIG_CRYPTO_GCM" in str(alg)
+    crypto = explain(XfrmError("x", errno.ENOENT), "installing SA t/in/0x1", adding=True)
+    assert isinstance(crypto, KernelFeatureError) and "authencesn" in str(crypto)
     assert isinstance(explain(XfrmError("x", errno.EEXIST), "SA t/in/0x1"), SaExistsError)
     assert isinstance(explain(XfrmError("x", errno.ESRCH), "SA t/in/0x1"), UnknownSaError)
     other = explain(XfrmError("x", errno.EINVAL, "Invalid mark"), "installing SA t/out/0x2")
