@@ -87,7 +87,8 @@ class IkeHost:
         clock: the monotonic clock whose readings are passed to the sessions as ``now``.
         local_address: the address to bind ports 500 and 4500 on.
         on_event: optional callback for every event (after the host has acted on it).
-        ports: (IKE port, NAT-T port); tests may use others.
+        ports: the UDP ports to bind for IKE and NAT-T (the sessions' ``ike_port`` and
+            ``nat_t_port``); tests use others.
     """
 
     def __init__(
@@ -206,7 +207,8 @@ class IkeHost:
             if transport is None:
                 self.counters.send_errors += 1
                 continue
-            payload = out.data if out.src_port == self.ports[0] else NON_ESP_MARKER + out.data
+            nat_t = out.src_port != self.ports[0]
+            payload = NON_ESP_MARKER + out.data if nat_t else out.data
             try:
                 transport.sendto(payload, out.dst)
                 self.counters.sent += 1

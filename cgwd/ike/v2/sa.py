@@ -69,6 +69,10 @@ class IkeSessionConfig:
     force_encap: bool = False
     """Always move to port 4500 and UDP-encapsulate ESP (RFC 7296 §2.23 fake NAT-D)."""
     remote_port: int = IKE_PORT
+    """The peer's IKE port before any NAT-T float."""
+    ike_port: int = IKE_PORT
+    nat_t_port: int = NAT_T_PORT
+    """UDP ports of IKE and of NAT-T (RFC 3948) at both ends; only tests change them."""
     half_open_cookie_threshold: int = 8
     """Half-open responder SAs above which IKE_SA_INIT needs a COOKIE (RFC 7296 §2.6)."""
     half_open_limit: int = 64
@@ -99,6 +103,7 @@ class IkeSa:
     local_port: int = IKE_PORT
     remote_ip: str = ""
     remote_port: int = IKE_PORT
+    nat_t: bool = False  # moved to the NAT-T port (§2.23): ESP goes in UDP
     nat_local: bool = False  # we are behind a NAT (our NAT_DETECTION_DESTINATION mismatched)
     nat_remote: bool = False  # the peer is behind a NAT (or fakes it, as strongSwan's encap)
     suite: Any = None  # cgwd.ike.crypto IkeSuite once negotiated
@@ -139,7 +144,7 @@ class IkeSa:
 
     @property
     def encapsulated(self) -> bool:
-        return self.local_port != IKE_PORT or self.remote_port != IKE_PORT
+        return self.nat_t
 
     def udp_encap(self) -> UdpEncap | None:
         """How ESP of this IKE SA's Child SAs is carried (RFC 3948 when on port 4500)."""

@@ -48,7 +48,7 @@ from cgwd.ike.v2 import wire
 from cgwd.ike.v2.message import Message, decode_header, decode_message, encode_message
 from cgwd.ike.v2.payloads import DeletePayload
 from cgwd.ike.v2.rekey_coordination import RekeyCoordination
-from cgwd.ike.v2.sa import IKE_PORT, ChildSa, IkeSa, IkeSessionConfig
+from cgwd.ike.v2.sa import ChildSa, IkeSa, IkeSessionConfig
 from cgwd.ike.v2.states import ChildState, IkeState
 from cgwd.ike.v2.status import session_status
 from cgwd.ike.v2.task_manager import GiveUp, RequestKind, Retransmit, redundant_exchange
@@ -131,7 +131,7 @@ class IkeSession(RekeyCoordination):
             created_at=now,
             remote_ip=str(self.config.remote_address),
             remote_port=self.config.remote_port,
-            local_port=IKE_PORT,
+            local_port=self.config.ike_port,
         )
         sa.initial_contact = not self._ever_established  # RFC 7296 §2.4, aws-behaviour.md §2
         self.ike_sas.append(sa)
@@ -433,9 +433,10 @@ class IkeSession(RekeyCoordination):
 
     def _track_peer_address(self, sa: IkeSa, src: tuple[str, int], dst: tuple[str, int]) -> None:
         """§2.23: follow the peer to port 4500 / a new NAT mapping (authenticated only)."""
-        if dst[1] != IKE_PORT and sa.local_port == IKE_PORT:
+        if dst[1] == self.config.nat_t_port and not sa.nat_t:
+            sa.nat_t = True  # the peer floated to NAT-T (strongSwan's libipsec always does)
             sa.local_port = dst[1]
-        if src[1] != sa.remote_port and (sa.nat_local or sa.nat_remote or dst[1] != IKE_PORT):
+        if src[1] != sa.remote_port and (sa.nat_local or sa.nat_remote or sa.nat_t):
             sa.remote_port = src[1]
 
     def _on_init_request(
@@ -528,7 +529,7 @@ class IkeSession(RekeyCoordination):
         sa.tm.complete()
         sa.last_heard = now
         detect_nat(sa, rec, src, dst)
-        float_to_nat_t(sa, self.config.force_encap)
+        float_to_nat_t(sa, self.config)
         if sa.nat_local or sa.nat_remote:
             self.log(
                 "nat_detected",

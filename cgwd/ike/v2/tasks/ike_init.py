@@ -22,7 +22,7 @@ from cgwd.ike.crypto.kex import DhPrivate
 from cgwd.ike.v2 import negotiation as neg
 from cgwd.ike.v2 import wire
 from cgwd.ike.v2.payloads import KePayload, NoncePayload
-from cgwd.ike.v2.sa import NAT_T_PORT, IkeSa
+from cgwd.ike.v2.sa import IkeSa, IkeSessionConfig
 from cgwd.ike.v2.tasks.base import Outcome, SessionOps, Task
 
 MAX_INIT_RETRIES = 4  # COOKIE / INVALID_KE_PAYLOAD round trips before giving up
@@ -74,12 +74,13 @@ def nat_notifies(
     ]
 
 
-def float_to_nat_t(sa: IkeSa, force: bool) -> None:
+def float_to_nat_t(sa: IkeSa, cfg: IkeSessionConfig) -> None:
     """§2.23: once a NAT is detected (or encapsulation is forced) continue on port 4500."""
-    if sa.nat_local or sa.nat_remote or force:
-        sa.local_port = NAT_T_PORT
-        if sa.remote_port == 500:
-            sa.remote_port = NAT_T_PORT
+    if sa.nat_local or sa.nat_remote or cfg.force_encap:
+        sa.nat_t = True
+        sa.local_port = cfg.nat_t_port
+        if sa.remote_port == cfg.ike_port:
+            sa.remote_port = cfg.nat_t_port
 
 
 class IkeSaInit(Task):
@@ -269,6 +270,7 @@ def respond_ike_sa_init(
         remote_ip=src[0],
         remote_port=src[1],
         local_port=dst[1],
+        nat_t=dst[1] == cfg.nat_t_port,
     )
     sa.ni, sa.nr = ni, session.rng.bytes(cfg.nonce_bytes)
     sa.init_request = msg.raw

@@ -29,7 +29,7 @@ RETRY_FAILED = 60.0
 def _successor(old: IkeSa, spi_i: bytes, spi_r: bytes, initiator: bool, now: float) -> IkeSa:
     new = IkeSa(spi_i=spi_i, spi_r=spi_r, initiator=initiator, created_at=now)
     new.remote_ip, new.remote_port, new.local_port = old.remote_ip, old.remote_port, old.local_port
-    new.nat_local, new.nat_remote = old.nat_local, old.nat_remote
+    new.nat_local, new.nat_remote, new.nat_t = old.nat_local, old.nat_remote, old.nat_t
     new.rekeyed_from = old.spi_i
     new.last_heard = now
     return new
