@@ -33,8 +33,9 @@ def send(session: Ikev1Session, sa: IsakmpSa, payloads: list[AnyPayload]) -> Non
     assert sa.suite is not None and sa.keys is not None
     while True:
         mid = int.from_bytes(session.rng.bytes(4), "big")
-        if mid:
+        if mid and mid not in sa.seen_mids:
             break
+    sa.remember_mid(mid)
     h = qm_hash1(sa.suite, sa.keys.skeyid_a, mid, encode_chain(payloads))
     msg = Message(sa.cky_i, sa.cky_r, Exchange.INFORMATIONAL, mid, [HashPayload(h), *payloads])
     raw, _ = encode_message(msg, sa.keys.enc_key, phase2_iv(sa.suite, sa.iv, mid))
@@ -177,6 +178,10 @@ def receive(  # noqa: PLR0917
                                         msg.raw_after(0)):  # fmt: skip
         session.counters["integrity_failed"] += 1
         return
+    if hdr.message_id in sa.seen_mids:
+        session.counters["replayed_message_id"] += 1
+        return
+    sa.remember_mid(hdr.message_id)
     session.heard(sa, src, dst, now)
     for p in msg.payloads[1:]:
         if isinstance(p, NotifyPayload):

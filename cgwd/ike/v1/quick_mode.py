@@ -48,7 +48,6 @@ from cgwd.ike.v1.payloads import (
 from cgwd.ike.v1.proposals import Phase2Choice, choose_phase2, phase2_answer, phase2_offer
 from cgwd.ike.v1.sa import (
     OUTBOUND_SWITCH_DELAY,
-    RESPONDER_OUTBOUND_FALLBACK,
     ChildSa,
     IsakmpSa,
     QuickMode,
@@ -76,7 +75,8 @@ def _pfs_group(session: Ikev1Session, sa: IsakmpSa) -> int | None:
 def _new_mid(session: Ikev1Session, sa: IsakmpSa) -> int:
     while True:
         mid = int.from_bytes(session.rng.bytes(4), "big")
-        if mid and (sa.cky_i, mid) not in session.quick_modes:
+        if mid and (sa.cky_i, mid) not in session.quick_modes and mid not in sa.seen_mids:
+            sa.remember_mid(mid)
             return mid
 
 
@@ -168,6 +168,9 @@ def receive(  # noqa: PLR0917
         return
     qm = session.quick_modes.get((sa.cky_i, hdr.message_id))
     if qm is None:
+        if hdr.message_id in sa.seen_mids:
+            session.counters["replayed_message_id"] += 1
+            return
         _respond_qm1(session, sa, data, hdr, src, dst, now)
         return
     if data == qm.flight.peer_last:
@@ -412,10 +415,13 @@ def _respond_qm1(  # noqa: PLR0917
     qm.state = "sent2"
     qm.forget_at = now + 60.0
     session.quick_modes[(sa.cky_i, mid)] = qm
+    sa.remember_mid(mid)
     session.send(sa, raw)
     child = _make_child(session, sa, qm, keys, now)
     qm.child_id = child.child_id
-    session.install_child(child, now, outbound_at=now + RESPONDER_OUTBOUND_FALLBACK)
+    # Outbound only once HASH(3) proves the peer has the SA (a replayed message 1 never
+    # gets that far).
+    session.install_child(child, now, outbound_at=None, defer_outbound=True)
 
 
 def _responder_qm3(  # noqa: PLR0917

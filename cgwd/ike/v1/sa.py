@@ -21,8 +21,8 @@ OLD_ISAKMP_GRACE = 5.0  # after our phase 1 rekey, delete the old ISAKMP SA this
 OLD_CHILD_GRACE = 5.0  # after a phase 2 rekey, delete the old ESP SAs this much later
 PEER_DELETE_GRACE = 30.0  # the peer rekeyed: it should delete the old SAs, else we do
 OUTBOUND_SWITCH_DELAY = 1.0  # our rekey: let the peer install its inbound SA first
-RESPONDER_OUTBOUND_FALLBACK = 10.0  # responder: switch outbound even if QM3 never came
 CHILD_RETRY_DELAY = 2.0
+MAX_REMEMBERED_MIDS = 4096
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,17 @@ class IsakmpSa:
     dpd_sent: int = 0
     dpd_next: float | None = None
     rekey_of: bytes | None = None  # cky_i of the SA this one replaces (our phase 1 rekey)
+    seen_mids: set[int] = field(default_factory=set)  # Quick Mode/Informational IDs used
+    mid_order: list[int] = field(default_factory=list)
+
+    def remember_mid(self, mid: int) -> None:
+        """Message IDs are never reused on an ISAKMP SA: a repeat is a replay (bounded)."""
+        if mid in self.seen_mids:
+            return
+        self.seen_mids.add(mid)
+        self.mid_order.append(mid)
+        if len(self.mid_order) > MAX_REMEMBERED_MIDS:
+            self.seen_mids.discard(self.mid_order.pop(0))
 
     @property
     def cookies(self) -> bytes:

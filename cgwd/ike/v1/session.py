@@ -289,12 +289,20 @@ class Ikev1Session:
     def _qm_in_flight(self) -> bool:
         return any(q.initiator and q.state == "sent1" for q in self.quick_modes.values())
 
-    def install_child(self, child: ChildSa, now: float, *, outbound_at: float | None) -> None:
+    def install_child(
+        self,
+        child: ChildSa,
+        now: float,
+        *,
+        outbound_at: float | None,
+        defer_outbound: bool = False,
+    ) -> None:
         """Record a new child and ask the host to install it (inbound first); the outbound
-        half now (``outbound_at`` None) or at ``outbound_at``/`outbound_ready`."""
+        half now, at ``outbound_at``, or (``defer_outbound``) when `outbound_ready` is called."""
         cfg = self.config
         self.children[child.child_id] = child
-        child.out_installed = outbound_at is None
+        delayed = outbound_at is not None or defer_outbound
+        child.out_installed = not delayed
         child.outbound_at = outbound_at
         child.rekey_at = now + self.rekey_after(
             cfg.child_rekey_time, cfg.child_lifetime, child.lifetime
@@ -306,8 +314,8 @@ class Ikev1Session:
                 child.child_id,
                 child.in_sa,
                 child.in_params,
-                child.out_sa if outbound_at is None else None,
-                child.out_params if outbound_at is None else None,
+                None if delayed else child.out_sa,
+                None if delayed else child.out_params,
                 None,
             )
         )
@@ -318,7 +326,7 @@ class Ikev1Session:
             + (" UDP-encapsulated" if child.out_params.encap else "")
             + f" lifetime {child.lifetime} s",
         )
-        if outbound_at is None:
+        if not delayed:
             self._supersede_older(child, now)
 
     def outbound_ready(self, child: ChildSa, now: float) -> None:
