@@ -158,3 +158,31 @@ def test_collision_when_the_winner_deletes_before_the_loser_completes(held: str)
         outcomes.add("cgw" if "redundant_child_deleted" in pair.cgw.log_names() else "aws-or-none")
         pair.run_for(120)  # and the next rekey is an ordinary one
         _one_matching_child(pair)
+
+
+def test_child_rekey_queued_behind_an_ike_rekey_still_happens() -> None:
+    """Our Child rekey falls due while our IKE SA rekey is in flight (its response held
+    back): it waits in the old IKE SA's queue and must move to the new IKE SA instead of
+    being lost (the Child SA would otherwise just expire)."""
+    pair = _pair((100.0, 99.9), (10_000.0, 10_000.0))
+    pair.establish()
+    first = _one_matching_child(pair)
+    state = {"armed": True}
+
+    def hold(sender: str, out: Outgoing) -> bool:
+        if state["armed"] and sender == "aws" and _is(out, ExchangeType.CREATE_CHILD_SA, True):
+            state["armed"] = False
+            return True
+        return False
+
+    pair.hold = hold
+    pair.run_for(100.5)
+    assert pair.held
+    assert pair.cgw.session.status()["phase1"] == "Rekeying"
+    pair.release()
+    pair.run_for(10)
+    second = _one_matching_child(pair)
+    assert set(first).isdisjoint(second)
+    assert "ike_rekeyed" in pair.cgw.log_names() and "child_rekeyed" in pair.cgw.log_names()
+    pair.run_for(400)
+    assert not pair.cgw.downs() and "child_expired" not in pair.cgw.log_names()

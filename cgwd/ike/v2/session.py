@@ -626,6 +626,7 @@ class IkeSession(RekeyCoordination):
             if task is None:
                 return
             if not task.applicable():
+                task.abort()
                 continue
             raw = self._encode_request(sa, task, sa.tm.next_request_mid, now)
             sa.tm.sent(task, raw, now)

@@ -202,8 +202,15 @@ class ChildCreate(Task):
         return Outcome.DONE
 
     def abort(self) -> None:
-        if self.old is not None and self.old.state == ChildState.REKEYING:
-            self.old.state = ChildState.INSTALLED
+        """Dropped unsent or cut short (e.g. the IKE SA was rekeyed meanwhile): the Child
+        SA must still be rekeyed, so make its rekey due again (on the current IKE SA)."""
+        old = self.old
+        if old is None:
+            return
+        if old.state == ChildState.REKEYING:
+            old.state = ChildState.INSTALLED
+        if old.state == ChildState.INSTALLED and old.rekey_at is None:
+            old.rekey_at = old.created_at
 
 
 def respond_create_child_sa(
