@@ -275,7 +275,10 @@ class KernelDataplane:
                         "pair of outside addresses (xfrm interfaces do not)"
                     )
         used = {t.key for t in self._tunnels.values()}
-        key = next(OWNED_BASE | n for n in range(1, MAX_TUNNELS + 1) if OWNED_BASE | n not in used)
+        free = (OWNED_BASE | n for n in range(1, MAX_TUNNELS + 1) if OWNED_BASE | n not in used)
+        key = next(free, None)
+        if key is None:
+            raise DataplaneError(f"tunnel {spec.name}: {MAX_TUNNELS} tunnels are open already")
         t = _Tunnel(spec, key, kind)
         await asyncio.to_thread(_create_link, spec, kind, key)
         self._tunnels[spec.name] = t
@@ -344,6 +347,8 @@ class KernelDataplane:
         for sa in list(t.sas):
             try:
                 self._delete_sa(t, sa)
+            except UnknownSaError:
+                pass  # already gone from the kernel
             except DataplaneError as exc:
                 errors.append(exc)
         for spi in list(t.reserved_spis):
@@ -515,6 +520,10 @@ class KernelDataplane:
             raise UnknownSaError(f"no SA {sa}")
         try:
             self._delete_sa(t, sa)
+        except UnknownSaError:
+            # The kernel dropped it already (a hard lifetime, or someone's `ip xfrm`):
+            # the caller's intent is met.
+            log.info("SA %s was already gone from the kernel", sa)
         finally:
             # Gone from the kernel (or already gone, e.g. a hard expiry): forget it.
             del t.sas[sa]

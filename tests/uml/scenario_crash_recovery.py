@@ -32,11 +32,16 @@ async def crash_then_restart() -> dict[str, Any]:
     await first.add_sa(SaId("cgt1", "out", 0x1111), params(gcm, encap=False))
     await first.add_sa(SaId("cgt2", "out", 0x2222), params(gcm, encap=True))
     first.allocate_spi("cgt2")  # a larval SA that never becomes an SA
+    # An SA that vanished from the kernel behind cgwd's back can still be removed.
+    gone = sh("ip", "xfrm", "state", "delete", "src", "192.0.2.1", "dst", "192.0.2.2",
+              "proto", "esp", "spi", "0x1111", "mark", "0x63670001")  # fmt: skip
+    await first.remove_sa(SaId("cgt1", "out", 0x1111))
+    vanished = {"ip_rc": gone.returncode, "current_outbound": first.current_outbound("cgt1")}
     # ... and the process dies here: no close().
     second = KernelDataplane()
     removed = await second.start()
     await second.close()
-    return {"removed": removed}
+    return {"removed": removed, "vanished": vanished}
 
 
 def main() -> None:

@@ -195,7 +195,8 @@ def test_start_after_a_crash_removes_exactly_cgwd_state(guest: UmlGuest) -> None
         "vti interface cgt2",
     ]
     assert sum(r.startswith("policy ") for r in removed) == 6  # in/out/fwd x 2 tunnels
-    assert sum(r.startswith("SA ") for r in removed) == 4  # 3 SAs + 1 larval from ALLOCSPI
+    assert sum(r.startswith("SA ") for r in removed) == 3  # 2 SAs + 1 larval from ALLOCSPI
+    assert doc["vanished"] == {"ip_rc": 0, "current_outbound": None}
     # Someone else's VTI, SA and policy (mark 7) are still there; nothing of cgwd's is.
     assert " theirs@" in doc["links_after"] and "cgt" not in doc["links_after"]
     assert doc["states_after"].count("spi 0x") == 1 and "spi 0x00007777" in doc["states_after"]
