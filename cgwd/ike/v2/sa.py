@@ -13,6 +13,8 @@ from typing import Any
 
 from cgwd.dataplane.base import SaId, SaParams, UdpEncap
 from cgwd.esp.suites import EspSuite
+from cgwd.ike.crypto.ikev2_sk import SkCipher
+from cgwd.ike.crypto.suite import IkeSuite
 from cgwd.ike.retransmit import (
     DEFAULT_POLICY,
     DPD_POLICY,
@@ -106,14 +108,14 @@ class IkeSa:
     nat_t: bool = False  # moved to the NAT-T port (§2.23): ESP goes in UDP
     nat_local: bool = False  # we are behind a NAT (our NAT_DETECTION_DESTINATION mismatched)
     nat_remote: bool = False  # the peer is behind a NAT (or fakes it, as strongSwan's encap)
-    suite: Any = None  # cgwd.ike.crypto IkeSuite once negotiated
+    suite: IkeSuite | None = None  # once negotiated
     suite_name: str = ""
     prf_id: int = 0
     sk_d: Secret | None = None
     sk_pi: Secret | None = None
     sk_pr: Secret | None = None
-    sk_out: Any = None  # cipher protecting what we send
-    sk_in: Any = None  # cipher checking what we receive
+    sk_out: SkCipher | None = None  # protects what we send
+    sk_in: SkCipher | None = None  # checks what we receive
     ni: bytes = b""
     nr: bytes = b""
     init_request: bytes = b""  # IKE_SA_INIT messages as sent, signed by AUTH (§2.15)

@@ -56,7 +56,14 @@ class IkeRekey(Task):
 
     def __init__(self, session: SessionOps, sa: IkeSa, group: int | None = None) -> None:
         super().__init__(session, sa)
-        self.group = group if group is not None else sa.suite.dh_group
+        if group is None:
+            # The group the IKE SA was built with (an established SA always has a suite).
+            group = (
+                sa.suite.dh_group
+                if sa.suite is not None
+                else neg.dh_groups(session.config.ike_proposals)[0]
+            )
+        self.group = group
         self.spi_i = b""
         self.ni = b""
         self.dh: DhPrivate | None = None
