@@ -6,9 +6,11 @@ from ipaddress import IPv4Address
 
 from ikev2_pair import AWS_IP, CGW_IP, Pair, aws_tunnel, config_for
 
+from cgwd.control.status import ChildSaStatus, IkeSaStatus
 from cgwd.dataplane.base import SaId
 from cgwd.ike.events import IkeEstablished
 from cgwd.ike.v2.negotiation import Selector
+from cgwd.ike.v2.status import control_fields
 from cgwd.secret import Secret
 
 
@@ -135,3 +137,23 @@ def test_both_sides_initiate_at_once_end_with_one_shared_sa() -> None:
         assert not pair.cgw.downs() and not pair.aws.downs()
         names = pair.cgw.log_names() + pair.aws.log_names()
         assert names.count("redundant_ike_deleted") == 1
+
+
+def test_control_status_fields_fit_the_status_schema() -> None:
+    pair = Pair()
+    pair.establish()
+    pair.run_for(5)
+    for ep in (pair.cgw, pair.aws):
+        ike, children = control_fields(ep.session, pair.now)
+        assert ike is not None
+        model = IkeSaStatus.model_validate(ike)
+        assert model.state == "established" and model.version == 2
+        assert model.encryption == "aes256gcm16" and model.integrity is None
+        assert model.prf == "prfsha512" and model.dh_group == 21
+        assert model.established_seconds == 5
+        (child,) = (ChildSaStatus.model_validate(c) for c in children)
+        assert child.encryption == "aes256gcm16" and child.udp_encap is False
+    c_ike, _ = control_fields(pair.cgw.session, pair.now)
+    a_ike, _ = control_fields(pair.aws.session, pair.now)
+    assert c_ike is not None and a_ike is not None
+    assert c_ike["local_spi"] == a_ike["remote_spi"]

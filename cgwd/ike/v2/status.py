@@ -73,3 +73,64 @@ def session_status(session: IkeSession, now: float | None) -> dict[str, Any]:
         "reconnect_in": rel(session.reconnect_at),
         "counters": dict(session.counters),
     }
+
+
+_IKE_STATE_WORD = {
+    IkeState.CONNECTING: "negotiating",
+    IkeState.ESTABLISHED: "established",
+    IkeState.REKEYING: "rekeying",
+    IkeState.REKEYED: "established",
+    IkeState.DELETING: "deleting",
+    IkeState.DEAD: "down",
+}
+
+
+def _secs(value: float | None) -> int | None:
+    return None if value is None else max(0, round(value))
+
+
+def control_fields(
+    session: IkeSession, now: float
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The ``ike`` and ``child_sas`` members of a tunnel in `cgwd.control.status` (its
+    `IkeSaStatus` / `ChildSaStatus` shapes, without the dataplane's counters, which the
+    daemon adds from `Dataplane.sa_counters`)."""
+    cur = session.current_ike()
+    ike = None
+    if cur is not None and cur.suite is not None:
+        parts = cur.suite.name.split("-")
+        local, remote = (cur.spi_i, cur.spi_r) if cur.initiator else (cur.spi_r, cur.spi_i)
+        ike = {
+            "version": 2,
+            "state": _IKE_STATE_WORD[cur.state],
+            "local_spi": local.hex(),
+            "remote_spi": remote.hex(),
+            "encryption": parts[0],
+            "integrity": None if parts[1].startswith("prf") else parts[1],
+            "prf": next(p for p in parts if p.startswith("prf")),
+            "dh_group": cur.suite.dh_group,
+            "established_seconds": _secs(
+                None if cur.established_at is None else now - cur.established_at
+            ),
+            "rekey_in_seconds": _secs(None if cur.rekey_at is None else cur.rekey_at - now),
+            "local_port": cur.local_port,
+            "remote_port": cur.remote_port,
+            "nat_detected": cur.nat_local or cur.nat_remote,
+        }
+    children = []
+    for c in session.children.values():
+        if c.state == ChildState.GONE:
+            continue
+        encryption, _, integrity = c.suite.name.partition("-")
+        children.append(
+            {
+                "spi_in": f"{c.spi_in:08x}",
+                "spi_out": f"{c.spi_out:08x}",
+                "encryption": encryption,
+                "integrity": integrity or None,
+                "established_seconds": _secs(now - c.created_at),
+                "rekey_in_seconds": _secs(None if c.rekey_at is None else c.rekey_at - now),
+                "udp_encap": c.out_params.encap is not None,
+            }
+        )
+    return ike, children
