@@ -463,3 +463,20 @@ def test_both_ends_initiate_at_once(lab: AwsLab, cgwd_factory: Callable[..., Cgw
     assert len(ike.children) == 1 and len(ours["children"]) == 1
     assert lab.ping("cgw", lab.vpc_host_ip, count=3)
     assert ours["phase2"] == "Established"
+
+
+def test_aws_deletes_the_child_sa_only(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """AWS deletes the Child SA but keeps the IKE SA: we create a new Child SA over it."""
+    cgwd = cgwd_factory()
+    st = cgwd.wait_up()
+    ike, child = st["ike"]["spi_i"], st["children"][0]["spi_in"]
+    ep = lab.endpoint(1)
+    ep.charon.terminate(child=ep.name)
+    cgwd.wait(
+        lambda s: s.get("phase2") == "Established" and s["children"][0]["spi_in"] != child,
+        15,
+        "a new Child SA",
+    )
+    assert cgwd.status()["ike"]["spi_i"] == ike  # same IKE SA
+    assert "child_deleted" in cgwd.log()
+    assert lab.ping("cgw", lab.vpc_host_ip, count=3)
