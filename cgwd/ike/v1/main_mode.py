@@ -51,7 +51,7 @@ from cgwd.ike.v1.payloads import (
     VendorIdPayload,
 )
 from cgwd.ike.v1.proposals import choose_phase1, phase1_answer, phase1_offer
-from cgwd.ike.v1.sa import NAT_T_PORT, IsakmpSa
+from cgwd.ike.v1.sa import IsakmpSa
 
 if TYPE_CHECKING:
     from cgwd.ike.v1.session import Ikev1Session
@@ -88,6 +88,7 @@ def start(session: Ikev1Session, now: float, rekey_of: bytes | None) -> None:
         created_at=now,
         remote_ip=str(cfg.remote_address),
         remote_port=cfg.remote_port,
+        local_port=cfg.ike_port,
     )
     sa.initial_contact = not session.ever_established  # RFC 2407 §4.6.3.3, aws §2
     sa.rekey_of = rekey_of
@@ -221,8 +222,8 @@ def _detect_nat(
             + "): moving to UDP port 4500",
         )
         if sa.initiator:  # RFC 3947 §4: the initiator floats with message 5
-            sa.local_port = NAT_T_PORT
-            sa.remote_port = NAT_T_PORT
+            sa.local_port = sa.remote_port = session.config.nat_t_port
+            sa.floated = True
 
 
 def _ke_nonce(session: Ikev1Session, msg: Message) -> tuple[bytes, bytes] | None:
@@ -549,6 +550,7 @@ def _responder_mm5(  # noqa: PLR0917
         for p in msg.payloads
     )
     sa.local_port, sa.remote_port = dst[1], src[1]
+    sa.floated = sa.floated or dst[1] == session.config.nat_t_port
     mine = IdPayload.ipv4(session.config.our_id)
     h = hash_r(
         sa.suite, sa.keys.skeyid, sa.g_xi, sa.g_xr, sa.cky_i, sa.cky_r, sa.sai_b, mine.body()

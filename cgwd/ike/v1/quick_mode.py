@@ -214,6 +214,8 @@ def _make_child(
         out_params=SaParams(qm.suite, keys[1], replay_window=cfg.replay_window, encap=encap),
         pfs_group=qm.group,
         lifetime=qm.lifetime,
+        nonces=(qm.ni, qm.nr),
+        replaces=qm.rekey_of,
     )
 
 
@@ -366,6 +368,8 @@ def _respond_qm1(  # noqa: PLR0917
     )
     qm.ni = nonce.data
     qm.nr = session.rng.bytes(cfg.nonce_bytes)
+    live = session.live_children()  # IKEv1 has no REKEY_SA: a new SA replaces the newest
+    qm.rekey_of = max(live, key=lambda c: c.created_at).child_id if live else None
     qm.group = choice.group
     qm.encap_mode = choice.encap
     qm.suite = choice.suite

@@ -62,6 +62,10 @@ class Ikev1SessionConfig:
     replay_window: int = 1024
     force_encap: bool = False
     remote_port: int = IKE_PORT
+    ike_port: int = IKE_PORT
+    """Our IKE port (500); tests bind others."""
+    nat_t_port: int = NAT_T_PORT
+    """The NAT-T port (4500) on both sides; tests use others."""
     half_open_limit: int = 16
     half_open_timeout: float = 30.0
     nonce_bytes: int = 32
@@ -150,9 +154,11 @@ class IsakmpSa:
     def cookies(self) -> bytes:
         return self.cky_i + self.cky_r
 
+    floated: bool = False  # moved to the NAT-T port: ESP goes in UDP (RFC 3948)
+
     @property
     def encapsulated(self) -> bool:
-        return self.local_port != IKE_PORT or self.remote_port != IKE_PORT
+        return self.floated
 
     def udp_encap(self) -> UdpEncap | None:
         if not self.encapsulated:
@@ -201,6 +207,8 @@ class ChildSa:
     out_params: SaParams
     pfs_group: int | None
     lifetime: int
+    nonces: tuple[bytes, bytes] = (b"", b"")  # Ni, Nr of the Quick Mode that made it
+    replaces: int | None = None  # the child it was made to replace (rekey collisions)
     state: str = "installed"  # installed, rekeying, rekeyed, gone
     out_installed: bool = False
     outbound_at: float | None = None

@@ -41,7 +41,6 @@ from cgwd.ike.v1.constants import Exchange, Flag
 from cgwd.ike.v1.message import Header, decode_header
 from cgwd.ike.v1.sa import (
     CHILD_RETRY_DELAY,
-    IKE_PORT,
     OLD_CHILD_GRACE,
     OLD_ISAKMP_GRACE,
     PEER_DELETE_GRACE,
@@ -338,35 +337,51 @@ class Ikev1Session:
         self._supersede_older(child, now)
 
     def _supersede_older(self, new: ChildSa, now: float) -> None:
-        """``new`` carries our traffic now: older children are rekeyed and go soon."""
-        for c in self.children.values():
+        """``new`` carries our traffic now: older children are rekeyed and go soon.
+
+        A child the peer created to replace the same SA as ``new`` (both sides rekeyed it
+        at once) is a collision: as in RFC 7296 §2.8.1, the SA whose Quick Mode holds the
+        lowest nonce is redundant and deleted by its creator; both sides decide alike.
+        """
+        for c in list(self.children.values()):
             if c is new or c.state not in ("installed", "rekeying"):
                 continue
-            if c.created_at > new.created_at:
+            sibling = c.replaces is not None and c.replaces == new.replaces
+            if sibling and c.initiated_by_us != new.initiated_by_us:
+                redundant = c if min(c.nonces) < min(new.nonces) else new
+                survivor = new if redundant is c else c
+                self.log(
+                    "child_rekey_collision",
+                    "(CHILD_REKEY) collision: both sides made a new IPsec SA; redundant SA "
+                    f"{redundant.spi_in:08x}_i is being deleted",
+                )
+                self._retire(redundant, survivor, now, ours=redundant.initiated_by_us)
+                if redundant is new:
+                    return
                 continue
-            c.state = "rekeyed"
-            c.successor = new.child_id
-            c.rekey_at = None
-            grace = OLD_CHILD_GRACE if new.initiated_by_us else PEER_DELETE_GRACE
-            c.delete_at = now + grace
-            self.log(
-                "child_rekeyed",
-                f"IPsec SA rekeyed: {c.spi_in:08x}_i -> {new.spi_in:08x}_i",
-            )
+            if c.created_at <= new.created_at:
+                self._retire(c, new, now, ours=new.initiated_by_us)
+                self.log(
+                    "child_rekeyed", f"IPsec SA rekeyed: {c.spi_in:08x}_i -> {new.spi_in:08x}_i"
+                )
+
+    def _retire(self, old: ChildSa, successor: ChildSa, now: float, *, ours: bool) -> None:
+        """``old`` is replaced by ``successor``; ``ours``: we are the side that deletes it
+        (strongSwan deletes what its own rekey replaced; if the peer never does, we do after
+        a grace period)."""
+        old.state = "rekeyed"
+        old.successor = successor.child_id
+        old.rekey_at = None
+        old.delete_at = now + (OLD_CHILD_GRACE if ours else PEER_DELETE_GRACE)
 
     def remove_child(self, child: ChildSa, reason: str) -> None:
         if child.child_id not in self.children:
             return
-        was_out = child.out_installed
         del self.children[child.child_id]
         child.state = "gone"
+        # If it was the SA we sent on, the dataplane falls back to the most recently
+        # installed outbound SA that remains (the successor, since older ones go first).
         self.emit(ChildSaRemoved(child.child_id, child.installed_sa_ids(), reason))
-        if was_out and child.successor is None:
-            # It was (perhaps) the SA we sent on: the newest remaining one takes over.
-            rest = [c for c in self.children.values() if c.out_installed]
-            if rest:
-                newest = max(rest, key=lambda c: c.created_at)
-                self.emit(ChildOutboundReady(newest.child_id, newest.out_sa, newest.out_params))
 
     def find_child_by_spi_out(self, spi: int) -> ChildSa | None:
         for c in self.children.values():
@@ -536,9 +551,11 @@ class Ikev1Session:
     def heard(self, sa: IsakmpSa, src: tuple[str, int], dst: tuple[str, int], now: float) -> None:
         """An authenticated message: liveness, and follow NAT-T port moves (RFC 3947 §4)."""
         sa.last_heard = now
-        if dst[1] != IKE_PORT and sa.local_port == IKE_PORT:
-            sa.local_port = dst[1]
-        if src[1] != sa.remote_port and (sa.nat_local or sa.nat_remote or dst[1] != IKE_PORT):
+        nat_t = self.config.nat_t_port
+        if dst[1] == nat_t and not sa.floated:
+            sa.local_port = nat_t
+            sa.floated = True
+        if src[1] != sa.remote_port and sa.floated:
             sa.remote_port = src[1]
 
     # ================================================================ timers

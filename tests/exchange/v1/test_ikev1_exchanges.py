@@ -274,3 +274,21 @@ def test_terminate_deletes_everything() -> None:
     assert not pair.cgw.installed() and not pair.aws.installed()
     assert pair.cgw.downs()[-1].reason == "terminated"
     assert replace(pair.cgw.session.config).tunnel == TUNNEL
+
+
+def test_simultaneous_child_rekeys_keep_one_sa_and_lose_nothing() -> None:
+    cfg_c = config_for(CGW_IP, AWS_IP, child_rekey_time=100.0, rekey_jitter=0.0)
+    cfg_a = config_for(AWS_IP, CGW_IP, child_rekey_time=100.0, rekey_jitter=0.0)
+    pair = V1Pair(cgw_config=cfg_c, aws_config=cfg_a)
+    pair.establish()
+    first = pair.cgw.current_out()
+    pair.run_for(140)
+    assert "child_rekey_collision" in pair.cgw.log_names()
+    assert "child_rekey_collision" in pair.aws.log_names()
+    assert len(pair.cgw.session.children) == 1 and len(pair.aws.session.children) == 1
+    (c,) = pair.cgw.session.children.values()
+    (a,) = pair.aws.session.children.values()
+    assert (c.spi_in, c.spi_out) == (a.spi_out, a.spi_in)  # the same survivor on both sides
+    assert pair.cgw.current_out() != first
+    assert_tunnel_up(pair)
+    assert pair.lost_packets == 0
