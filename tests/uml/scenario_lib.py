@@ -29,6 +29,7 @@ from dataplane_netns import enter_netns, run_in_netns  # noqa: E402
 
 from cgwd.dataplane.base import SaId, SaParams, TunnelSpec, UdpEncap  # noqa: E402
 from cgwd.dataplane.kernel import KernelDataplane  # noqa: E402
+from cgwd.dataplane.userspace import UserspaceDataplane  # noqa: E402
 from cgwd.esp.suites import EspSuite  # noqa: E402
 from cgwd.net.base import Nexthop, RouteSpec  # noqa: E402
 from cgwd.net.host import HostNetwork, TunnelInterface  # noqa: E402
@@ -40,9 +41,14 @@ T = TypeVar("T")
 
 
 class Gateway:
-    """cgwd's kernel datapath and host networking inside namespace ``netns``."""
+    """cgwd's datapath and host networking inside namespace ``netns``.
 
-    def __init__(self, netns: str) -> None:
+    ``dataplane``: "kernel" (the guest) or "userspace" (runs on any kernel: the host-side
+    twin of a scenario). ``real_nft``: apply the MSS clamp with nft (the host kernel), or
+    record the documents (the guest kernel has no nftables inet family, see RecordingNft).
+    """
+
+    def __init__(self, netns: str, *, dataplane: str = "kernel", real_nft: bool = False) -> None:
         self.netns = netns
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
@@ -56,10 +62,12 @@ class Gateway:
         self.thread = threading.Thread(target=serve, name=f"gw-{netns}", daemon=True)
         self.thread.start()
         ready.wait(10)
-        self.dp: KernelDataplane = self.call(_make_dataplane)
-        self.host: HostNetwork = self.call(_make_host)
-        self.nft_documents: list[Any] = self.host.netops._nft.documents  # type: ignore[attr-defined]
+        self.dp: Any = self.call(_make_dataplane if dataplane == "kernel" else _make_userspace)
+        self.recording = None if real_nft else RecordingNft()
+        self.host: HostNetwork = self.call(lambda: _make_host(self.recording))
+        self.nft_documents: list[Any] = self.recording.documents if self.recording else []
         self.ike_socket: socket.socket | None = None
+        self.tunnels: list[str] = []
 
     def call(self, fn: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
         future: Future[T] = asyncio.run_coroutine_threadsafe(_as_coro(fn), self.loop)
@@ -88,6 +96,7 @@ class Gateway:
         self, spec: TunnelSpec, *, mss: int, routes: list[str], owner: str = "conn"
     ) -> None:
         self.call(lambda: self.dp.open_tunnel(spec))
+        self.tunnels.append(spec.name)
         self.sync(
             lambda: self.host.configure_tunnel(
                 TunnelInterface(spec.name, spec.local_inside, spec.remote_inside, spec.mtu, mss)
@@ -113,7 +122,7 @@ class Gateway:
 
     def shutdown(self) -> None:
         def stop_host() -> None:
-            for name in self.dp.tunnel_names:
+            for name in self.tunnels:
                 self.host.release_tunnel(name)
             self.host.shutdown()
 
@@ -137,9 +146,9 @@ async def _make_dataplane() -> KernelDataplane:
 
 class RecordingNft:
     """Stands in for `cgwd.net.nft.Nft` in the guest: Debian's UML kernel is built without
-    CONFIG_NF_TABLES_INET/IPV4/IPV6, so no ``inet`` table can exist there. The clamp
-    documents are recorded (and checked on the host side by ``nft -c``); forwarded-SYN
-    clamping itself is covered on the host kernel by tests/netns/test_netops.py."""
+    CONFIG_NF_TABLES_INET/IPV4/IPV6, so no ``inet`` table can exist there. The documents
+    are recorded; the clamp itself is exercised on the host kernel by
+    tests/netns/test_tunnel_pair_mss_clamp.py (this scenario with the userspace datapath)."""
 
     def __init__(self) -> None:
         self.documents: list[Any] = []
@@ -151,8 +160,13 @@ class RecordingNft:
         return False
 
 
-async def _make_host() -> HostNetwork:
-    host = HostNetwork(PyrouteNetOps(nft=RecordingNft()))  # type: ignore[arg-type]
+async def _make_userspace() -> UserspaceDataplane:
+    return UserspaceDataplane()
+
+
+async def _make_host(recording: RecordingNft | None) -> HostNetwork:
+    netops = PyrouteNetOps() if recording is None else PyrouteNetOps(nft=recording)  # type: ignore[arg-type]
+    host = HostNetwork(netops)
     host.start()
     return host
 

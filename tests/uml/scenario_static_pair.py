@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -126,7 +127,11 @@ def udp_stream(host_a: str, host_b: str, during: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    result: dict[str, Any] = {}
+    # Default: the kernel datapath in the UML guest. "userspace": the same scenario with the
+    # userspace datapath and nft for real, on any kernel (tests/netns/test_tunnel_mss_clamp.py).
+    kind = sys.argv[1] if len(sys.argv) > 1 else "kernel"
+    kernel = kind == "kernel"
+    result: dict[str, Any] = {"dataplane": kind}
     topo = Topology()
     gws: list[Gateway] = []
     try:
@@ -145,11 +150,13 @@ def main() -> None:
         for gw in (gw_a, gw_b):
             gw.sysctl("net.ipv4.ip_forward", "1")
 
-        a, b = Gateway(gw_a.name), Gateway(gw_b.name)
+        a = Gateway(gw_a.name, dataplane=kind, real_nft=not kernel)
+        b = Gateway(gw_b.name, dataplane=kind, real_nft=not kernel)
         gws = [a, b]
-        result["interface_kind"] = a.dp.interface_kind
-        a.open_ike_socket("192.0.2.1")
-        b.open_ike_socket("192.0.2.2")
+        if kernel:
+            result["interface_kind"] = a.dp.interface_kind
+            a.open_ike_socket("192.0.2.1")
+            b.open_ike_socket("192.0.2.2")
         a.open_tunnel(
             tunnel_spec("cgt0", "169.254.10.2/30", "169.254.10.1", "192.0.2.1", "192.0.2.2"),
             mss=MSS,
@@ -183,9 +190,8 @@ def main() -> None:
         ready.wait(10)
         result["tcp"] = tcp_transfer((host_a.name, host_b.name), 2_000_000)
         sniffer.join(30)
-        # Without nftables inet in this kernel the clamp is not applied here (see
-        # RecordingNft): the SYN arrives with the client's own MSS, and the documents
-        # cgwd would apply are handed to the host for `nft -c`.
+        # In the guest (no nftables inet) the clamp is only recorded (RecordingNft) and the
+        # SYN keeps the client's MSS; with real nft it arrives clamped.
         result["syn_mss_at_hostb"] = mss_box.get("mss", [])
         result["nft_documents_a"] = a.nft_documents
         after = xfrm_state_bytes(gw_a.name)
@@ -221,6 +227,7 @@ def main() -> None:
             a.remove_sa(SaId("cgt0", "in", spi_ba))
 
         result["rekey_stream"] = udp_stream(host_a.name, host_b.name, rekey)
+        result["spis"] = {"ab": spi_ab, "ba": spi_ba, "new": new}
         result["counters_after_rekey"] = {
             "a_out_new": a.counters(SaId("cgt0", "out", new["ab"])),
             "b_in_new": b.counters(SaId("cgt0", "in", new["ab"])),
