@@ -157,3 +157,25 @@ def test_control_status_fields_fit_the_status_schema() -> None:
     a_ike, _ = control_fields(pair.aws.session, pair.now)
     assert c_ike is not None and a_ike is not None
     assert c_ike["local_spi"] == a_ike["remote_spi"]
+
+
+def test_peer_restart_soon_after_establishment_replaces_the_stale_sa() -> None:
+    """AWS's endpoint restarts (all state lost) 3 s after the tunnel came up and initiates
+    again: its new IKE SA replaces ours at once; no duplicate handling, no outage to DPD."""
+    pair = Pair()
+    pair.establish()
+    pair.run_for(3)
+    old_spi = pair.cgw.session.status()["ike"]["spi_i"]
+    fresh = Pair(seed=77)  # a restarted AWS side: new session, empty dataplane
+    pair.aws = fresh.aws
+    pair.aws.session.initiate(pair.now)
+    pair.pump()
+    c, a = pair.cgw.session.status(), pair.aws.session.status()
+    assert c["ike"]["spi_i"] == a["ike"]["spi_i"] != old_spi
+    assert len(pair.cgw.session.ike_sas) == 1
+    assert len(c["children"]) == 1 and c["children"][0]["spi_out"] == a["children"][0]["spi_in"]
+    assert "duplicate_ike_sa" not in pair.cgw.log_names()
+    assert "redundant_ike_deleted" not in pair.cgw.log_names()
+    pair.run_for(60)
+    assert not pair.cgw.downs()
+    _assert_tunnel_up(pair)

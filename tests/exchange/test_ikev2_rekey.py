@@ -186,3 +186,17 @@ def test_child_rekey_queued_behind_an_ike_rekey_still_happens() -> None:
     assert "ike_rekeyed" in pair.cgw.log_names() and "child_rekeyed" in pair.cgw.log_names()
     pair.run_for(400)
     assert not pair.cgw.downs() and "child_expired" not in pair.cgw.log_names()
+
+
+def test_rekey_times_are_jittered_downwards_only() -> None:
+    cfg = config_for(CGW_IP, AWS_IP, child_rekey_time=1000.0, ike_rekey_time=5000.0)
+    seen_child, seen_ike = set(), set()
+    for seed in range(20):
+        pair = Pair(cfg, seed=seed)
+        pair.establish()
+        st = pair.cgw.session.status(pair.now)
+        child, ike = st["children"][0]["rekey_in"], st["ike"]["rekey_in"]
+        assert 900.0 <= child <= 1000.0 and 4500.0 <= ike <= 5000.0  # rekey_jitter = 0.1
+        seen_child.add(child)
+        seen_ike.add(ike)
+    assert len(seen_child) > 10 and len(seen_ike) > 10  # actually jittered

@@ -805,12 +805,15 @@ class IkeSession(RekeyCoordination):
             self.ike_sas.remove(sa)
 
     def _duplicate_initiations(self, previous: IkeSa, sa: IkeSa) -> bool:
-        """Both ends initiated at about the same time (not a peer restart)."""
+        """Both ends initiated at once: ``sa``'s negotiation began before ``previous`` was
+        established. (A peer that restarted begins its new IKE SA after ours is up: then
+        ours is stale and simply replaced.)"""
         return (
             previous.initiator != sa.initiator
             and previous.rekeyed_from is None
             and sa.rekeyed_from is None
-            and abs(sa.created_at - previous.created_at) < self.config.half_open_timeout
+            and previous.established_at is not None
+            and sa.created_at <= previous.established_at
         )
 
     def _resolve_duplicate(self, previous: IkeSa, sa: IkeSa, now: float) -> bool:
