@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 import tempfile
 import threading
 import time
@@ -81,7 +82,7 @@ secrets {{
 """
 
 
-def session_config() -> IkeSessionConfig:
+def session_config(force_encap: bool) -> IkeSessionConfig:
     tunnel = AwsTunnel(
         index=1,
         customer_gateway_outside_ip=IPv4Address(CGW),
@@ -104,7 +105,13 @@ def session_config() -> IkeSessionConfig:
         ike_proposals=proposals_from_config(ps.ike, ProtocolId.IKE),
         esp_proposals=proposals_from_config(ps.esp, ProtocolId.ESP),
     )
-    return replace(cfg, child_rekey_time=REKEY_SECONDS, child_lifetime=60.0, rekey_jitter=0.0)
+    return replace(
+        cfg,
+        child_rekey_time=REKEY_SECONDS,
+        child_lifetime=60.0,
+        rekey_jitter=0.0,
+        force_encap=force_encap,
+    )
 
 
 def wait_for(what: str, check: Any, timeout: float = 30.0) -> float:
@@ -117,7 +124,10 @@ def wait_for(what: str, check: Any, timeout: float = 30.0) -> float:
 
 
 def main() -> None:
-    result: dict[str, Any] = {}
+    # "encap": cgwd forces NAT-T (a fake NAT_DETECTION hash), so both ends float to 4500
+    # and the kernels do ESP-in-UDP; the default is raw ESP (IP protocol 50).
+    force_encap = sys.argv[1:] == ["encap"]
+    result: dict[str, Any] = {"force_encap": force_encap}
     topo = Topology()
     charon: Charon | None = None
     gw: Gateway | None = None
@@ -156,7 +166,10 @@ def main() -> None:
                 if port == 4500:
                     enable_espinudp(sock)
             session = IkeSession(
-                session_config(), SystemRng(), lambda: gw.dp.allocate_spi("cgt0"), clock.now()
+                session_config(force_encap),
+                SystemRng(),
+                lambda: gw.dp.allocate_spi("cgt0"),
+                clock.now(),
             )
             host.add_session(session)
             host.initiate(session)
@@ -207,6 +220,9 @@ def main() -> None:
         result["tcp_bytes"] = got.get("bytes")
         result["xfrm_bytes_cgw"] = xfrm_state_bytes(cgw_ns.name)
         result["xfrm_bytes_aws"] = xfrm_state_bytes(aws_ns.name)
+        result["encap_in_state"] = (
+            "encap type espinudp" in sh("ip", "-n", cgw_ns.name, "xfrm", "state").stdout
+        )
 
         # Rekeys under a UDP stream: cgwd rekeys the CHILD_SA every REKEY_SECONDS.
         seen: set[int] = set()

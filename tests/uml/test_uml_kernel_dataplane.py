@@ -148,11 +148,13 @@ def test_two_zero_selector_tunnels_coexist_on_one_host(guest: UmlGuest) -> None:
     assert "shutdown_errors" not in doc
 
 
+@pytest.mark.parametrize("encap", [False, True], ids=["raw-esp", "esp-in-udp"])
 def test_ikev2_brings_the_kernel_tunnel_up_against_strongswan_kernel_netlink(
-    guest: UmlGuest,
+    guest: UmlGuest, encap: bool
 ) -> None:
     require_strongswan()
-    doc = _scenario(guest, "scenario_ike_strongswan.py")
+    doc = _scenario(guest, "scenario_ike_strongswan.py" + (" encap" if encap else ""))
+    assert doc["force_encap"] is encap and doc["encap_in_state"] is encap
     assert doc["ping"] and doc["tcp_ok"] and doc["tcp_bytes"] == 1_000_000, doc
     # Both kernels count the same ESP traffic (iproute2's view on each side).
     cgw, aws = doc["xfrm_bytes_cgw"], doc["xfrm_bytes_aws"]
