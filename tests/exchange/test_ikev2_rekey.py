@@ -4,10 +4,10 @@ by the nonce rule, make-before-break with a continuous packet stream."""
 from __future__ import annotations
 
 import pytest
-from ikev2_pair import AWS_IP, CGW_IP, Pair, config_for
+from ikev2_pair import AWS_IP, CGW_IP, Pair, aws_tunnel, config_for
 
 from cgwd.ike.constants import ExchangeType
-from cgwd.ike.events import ChildSaInstalled, IkeEstablished
+from cgwd.ike.events import ChildSaInstalled, IkeEstablished, LogEvent
 from cgwd.ike.v2.message import decode_header
 from cgwd.ike.v2.sa import IkeSessionConfig
 from cgwd.ike.v2.session import Outgoing
@@ -200,3 +200,30 @@ def test_rekey_times_are_jittered_downwards_only() -> None:
         seen_child.add(child)
         seen_ike.add(ike)
     assert len(seen_child) > 10 and len(seen_ike) > 10  # actually jittered
+
+
+def test_pfs_group_mismatch_is_reported_and_the_tunnel_recovers() -> None:
+    """aws-behaviour.md §4's PFS trap: IKE_AUTH's Child SA needs no PFS, so a PFS group
+    mismatch shows only at the first rekey. It is logged (child_create_failed, naming the
+    PFS groups); once the Child SA expires, a new IKE SA brings a new Child SA."""
+    t_c = aws_tunnel(p1=(("AES128",), ("SHA1",), (14,)), p2=(("AES128",), ("SHA1",), (14,)))
+    t_a = aws_tunnel(p1=(("AES128",), ("SHA1",), (14,)), p2=(("AES128",), ("SHA1",), (19,)))
+    pair = Pair(
+        config_for(CGW_IP, AWS_IP, t_c, child_rekey_time=100.0, child_lifetime=300.0,
+                   rekey_jitter=0.0),
+        config_for(AWS_IP, CGW_IP, t_a, child_rekey_time=10_000.0, child_lifetime=30_000.0),
+    )  # fmt: skip
+    pair.establish()
+    pair.run_for(250)
+    failures = [
+        e for e in pair.cgw.events if isinstance(e, LogEvent) and e.name == "child_create_failed"
+    ]
+    assert failures and "PFS" in failures[0].message
+    assert pair.cgw.session.status()["phase2"] == "Established"  # the old one still works
+    pair.run_for(100)  # lifetime reached: down, then up again with a fresh IKE SA
+    # Whichever end first fails to create a Child SA over the IKE SA deletes it.
+    (down,) = pair.cgw.downs()
+    assert down.reason in ("child_create_failed", "deleted_by_peer")
+    pair.run_for(10)
+    assert pair.cgw.session.status()["phase2"] == "Established"
+    _one_matching_child(pair)

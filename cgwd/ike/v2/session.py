@@ -239,6 +239,9 @@ class IkeSession(RekeyCoordination):
     def current_ike(self) -> IkeSa | None:
         return self._current
 
+    def has_live_children(self) -> bool:
+        return bool(self._live_children())
+
     def queue_task(self, sa: IkeSa, task: Task, *, front: bool = False) -> None:
         if sa.state == IkeState.DEAD:
             return
@@ -641,9 +644,12 @@ class IkeSession(RekeyCoordination):
         """One unreliable INFORMATIONAL { D(IKE) } for an SA we are dropping anyway."""
         if sa.sk_out is None:
             return
+        # While a request is outstanding its ID is taken (it is usually being answered
+        # right now, e.g. we give up on the SA while processing a response): use the next.
+        mid = sa.tm.next_request_mid + (0 if sa.tm.active is None else 1)
         msg = Message(
             ExchangeType.INFORMATIONAL,
-            sa.tm.next_request_mid,
+            mid,
             sa.spi_i_int,
             sa.spi_r_int,
             initiator=sa.initiator,

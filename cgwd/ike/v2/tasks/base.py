@@ -68,6 +68,8 @@ class SessionOps(Protocol):
 
     def current_ike(self) -> IkeSa | None: ...
 
+    def has_live_children(self) -> bool: ...
+
 
 class Task:
     """Base class of initiator tasks. Subclasses set ``name``, ``exchange`` and override

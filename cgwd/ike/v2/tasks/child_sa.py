@@ -90,6 +90,12 @@ class ChildCreate(Task):
             return Outcome.DONE
         if old is not None and old.state == ChildState.REKEYING:
             old.state = ChildState.INSTALLED
+        if old is None and delay >= FAILED_RETRY and not session.has_live_children():
+            # The tunnel has no Child SA and cannot get one over this IKE SA (e.g. a PFS
+            # group mismatch, which only shows from the first rekey on, aws-behaviour.md
+            # §4): start over with a new IKE SA, whose IKE_AUTH Child SA needs no PFS.
+            session.ike_failed(sa, "child_create_failed", now)
+            return Outcome.DONE
         g = self.group if group is None else group
 
         def again(t: float) -> None:
