@@ -22,6 +22,7 @@ from functools import partial
 from ipaddress import IPv4Address
 from typing import Literal
 
+from cgwd.dataplane.base import Dataplane
 from cgwd.esp.suites import suite_by_name
 from cgwd.secret import Secret
 
@@ -133,6 +134,23 @@ def choose_dataplane(
     if caps.usable:
         return "kernel", f"auto: the kernel has ESP and {caps.interface_kind} interfaces"
     return "userspace", f"auto: {_problems(caps)}"
+
+
+def create_dataplane(
+    requested: Requested, capabilities: KernelCapabilities | None = None
+) -> tuple[Dataplane, str]:
+    """A new dataplane of the kind `choose_dataplane` picks, and the reason (for the log).
+
+    Nothing is opened yet: the kernel dataplane probes and cleans up on its first use.
+    """
+    kind, reason = choose_dataplane(requested, capabilities)
+    if kind == "kernel":
+        from cgwd.dataplane.kernel import KernelDataplane  # noqa: PLC0415 - only when used
+
+        return KernelDataplane(), reason
+    from cgwd.dataplane.userspace import UserspaceDataplane  # noqa: PLC0415
+
+    return UserspaceDataplane(), reason
 
 
 def _problems(caps: KernelCapabilities) -> str:

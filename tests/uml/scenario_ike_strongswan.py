@@ -36,7 +36,7 @@ from cgwd.ike.v2.session import IkeSession
 from cgwd.ike.v2.wire import proposals_from_config
 from cgwd.lab.netns import Topology
 from cgwd.lab.strongswan import DEFAULT_PLUGINS, Charon, CharonSettings
-from cgwd.net.xfrm.ike_socket import bypass_ipsec, enable_espinudp
+from cgwd.net.xfrm.ike_socket import prepare_ike_socket
 from cgwd.secret import Secret
 
 CGW, AWS = "192.0.2.1", "192.0.2.2"
@@ -161,10 +161,7 @@ def main() -> None:
             # What the daemon must do with the kernel dataplane: the kernel takes ESP-in-UDP
             # off the 4500 socket, and IKE bypasses every IPsec policy.
             for port, transport in host._transports.items():
-                sock = transport.get_extra_info("socket")
-                bypass_ipsec(sock)
-                if port == 4500:
-                    enable_espinudp(sock)
+                prepare_ike_socket(transport.get_extra_info("socket"), nat_t=port == 4500)
             session = IkeSession(
                 session_config(force_encap),
                 SystemRng(),

@@ -8,7 +8,9 @@
   policies take precedence over the SPD, so IKE is never caught by a tunnel's 0/0 policies
   (nor by a plain one an admin may have), even while no SA exists.
 
-Both raise only `XfrmError` naming the option and the socket.
+`prepare_ike_socket` does what the IKE host needs with the kernel dataplane. (With the
+userspace dataplane leave the sockets alone: its own sockets take the ESP.) All raise only
+`XfrmError` naming the option and the socket.
 """
 
 from __future__ import annotations
@@ -51,6 +53,14 @@ def bypass_ipsec(sock: socket.socket) -> None:
                 f"{exc.strerror} (the kernel needs CONFIG_XFRM_USER, module xfrm_user)",
                 exc.errno or 0,
             ) from None
+
+
+def prepare_ike_socket(sock: socket.socket, *, nat_t: bool) -> None:
+    """Bypass IPsec on an IKE socket; on the NAT-T (port 4500) one also hand ESP-in-UDP to
+    the kernel."""
+    bypass_ipsec(sock)
+    if nat_t:
+        enable_espinudp(sock)
 
 
 def _describe(sock: socket.socket) -> str:

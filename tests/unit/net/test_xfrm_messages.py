@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from cgwd.dataplane.base import SaExistsError, UnknownSaError
 from cgwd.dataplane.kernel import KernelFeatureError, explain, owned
-from cgwd.dataplane.select import KernelCapabilities, choose_dataplane
+from cgwd.dataplane.select import KernelCapabilities, choose_dataplane, create_dataplane
 from cgwd.esp.suites import ALL_SUITES, suite_by_name
 from cgwd.net.xfrm import messages as m
 from cgwd.net.xfrm.socket import XfrmError, _ext_ack_message
@@ -199,3 +199,13 @@ def test_choose_dataplane_reasons() -> None:
     kind, why = choose_dataplane("kernel", no_esp)
     assert kind == "kernel" and "will fail" in why and "CONFIG_INET_ESP" in why
     assert choose_dataplane("userspace", good) == ("userspace", "configured")
+
+
+def test_create_dataplane_follows_the_choice() -> None:
+    good = KernelCapabilities("", "vti", "")
+    bad = KernelCapabilities("the kernel has no ESP (CONFIG_INET_ESP)", None, "no VTI")
+    dp, why = create_dataplane("auto", good)
+    assert dp.kind == "kernel" and why.startswith("auto:")
+    dp, why = create_dataplane("auto", bad)
+    assert dp.kind == "userspace" and "CONFIG_INET_ESP" in why
+    assert create_dataplane("userspace", good)[0].kind == "userspace"
