@@ -134,6 +134,9 @@ def timer(session: Ikev1Session, key: tuple[bytes, int], qm: QuickMode, now: flo
             child = session.children.get(qm.child_id)
             if child is not None and not child.out_installed:
                 session.remove_child(child, "Quick Mode not completed")
+                old = None if qm.rekey_of is None else session.children.get(qm.rekey_of)
+                if old is not None and old.state == "installed" and old.rekey_at is None:
+                    old.rekey_at = now + 5.0
         return
     if now >= qm.forget_at and qm.flight.next_at is None:
         del session.quick_modes[key]
@@ -295,7 +298,7 @@ def _initiator_qm2(  # noqa: PLR0917
     qm.flight.sent(raw, now, None)
     qm.state = "done"
     qm.forget_at = now + 60.0
-    session.send(sa, raw)
+    session.send_after_install(sa, raw, now)
     child = _make_child(session, sa, qm, keys, now)
     replacing = bool(session.live_children())
     session.install_child(
@@ -369,7 +372,10 @@ def _respond_qm1(  # noqa: PLR0917
     qm.ni = nonce.data
     qm.nr = session.rng.bytes(cfg.nonce_bytes)
     live = session.live_children()  # IKEv1 has no REKEY_SA: a new SA replaces the newest
-    qm.rekey_of = max(live, key=lambda c: c.created_at).child_id if live else None
+    replaced = max(live, key=lambda c: c.created_at) if live else None
+    qm.rekey_of = None if replaced is None else replaced.child_id
+    if replaced is not None and replaced.state == "installed":
+        replaced.rekey_at = None  # the peer rekeys it (restored if this Quick Mode fails)
     qm.group = choice.group
     qm.encap_mode = choice.encap
     qm.suite = choice.suite
@@ -420,7 +426,7 @@ def _respond_qm1(  # noqa: PLR0917
     qm.forget_at = now + 60.0
     session.quick_modes[(sa.cky_i, mid)] = qm
     sa.remember_mid(mid)
-    session.send(sa, raw)
+    session.send_after_install(sa, raw, now)
     child = _make_child(session, sa, qm, keys, now)
     qm.child_id = child.child_id
     # Outbound only once HASH(3) proves the peer has the SA (a replayed message 1 never

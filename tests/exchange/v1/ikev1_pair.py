@@ -224,8 +224,10 @@ class V1Pair:
         self.advance(self.now + seconds)
 
     def establish(self) -> None:
+        """Initiate from ``cgw`` and let half a second pass (Quick Mode messages 2 and 3
+        leave 50 ms after the SAs they enable)."""
         self.cgw.session.initiate(self.now)
-        self.pump()
+        self.run_for(0.5)
 
 
 def assert_tunnel_up(pair: V1Pair) -> None:

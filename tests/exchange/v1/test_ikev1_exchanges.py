@@ -282,6 +282,9 @@ def test_simultaneous_child_rekeys_keep_one_sa_and_lose_nothing() -> None:
     pair = V1Pair(cgw_config=cfg_c, aws_config=cfg_a)
     pair.establish()
     first = pair.cgw.current_out()
+    for end in (pair.cgw, pair.aws):  # both Quick Modes leave before either arrives
+        (child,) = end.session.children.values()
+        child.rekey_at = pair.now + 10
     pair.run_for(140)
     assert "child_rekey_collision" in pair.cgw.log_names()
     assert "child_rekey_collision" in pair.aws.log_names()
