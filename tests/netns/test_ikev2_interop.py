@@ -480,3 +480,25 @@ def test_aws_deletes_the_child_sa_only(lab: AwsLab, cgwd_factory: Callable[..., 
     assert cgwd.status()["ike"]["spi_i"] == ike  # same IKE SA
     assert "child_deleted" in cgwd.log()
     assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+
+
+def test_pfs_trap_is_reported_and_survived(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """Only the file's values (DH 2 for PFS) against an endpoint that requires PFS group 14:
+    the tunnel comes up (IKE_AUTH's Child SA has no PFS), the first rekey fails with a
+    clear log line naming the PFS groups, and at the Child SA's end of life a new IKE SA
+    brings the tunnel back."""
+    restrict(lab, "aes128-sha1-modp1024", "aes128-sha1-modp2048")
+    cgwd = cgwd_factory(
+        "--proposals", "file", "--child-rekey-time", "3", "--child-lifetime", "8",
+        "--rekey-jitter", "0",
+    )  # fmt: skip
+    first = cgwd.wait_up()["ike"]["spi_i"]
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)
+    wait_until(lambda: "check the PFS groups" in cgwd.log(), 10, 0.2, "PFS failure logged")
+    cgwd.wait(
+        lambda s: s.get("phase2") == "Established" and s["ike"]["spi_i"] != first,
+        25,
+        "back up over a new IKE SA",
+    )
+    assert "child_create_failed" in cgwd.log()
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)

@@ -722,6 +722,7 @@ class IkeSession(RekeyCoordination):
                     continue
                 if not any(c.rekeyed_from == child.child_id for c in self.children.values()):
                     self._child_retry_at = now
+                child.state = ChildState.DELETING  # no longer live: a new one is due
                 cur.tm.queue(DeleteChild(self, cur, child, "expired"), front=True)
         while self._deferred and self._deferred[0][0] <= now:
             _, _, action = heapq.heappop(self._deferred)
