@@ -142,11 +142,18 @@ class XfrmSocket:
             self._send(data, what)
             answer: list[m.Message] = []
             while True:
-                for message in m.split_messages(self._recv(what)):
+                try:
+                    messages = list(m.split_messages(self._recv(what)))
+                except m.XfrmDecodeError as exc:
+                    raise XfrmError(f"{what}: malformed answer from the kernel: {exc}") from None
+                for message in messages:
                     if message.seq != seq:
                         continue  # a late answer to an earlier, timed-out request
                     if message.type == m.NLMSG_ERROR:
-                        code, _ = m.decode_error(message)
+                        try:
+                            code, _ = m.decode_error(message)
+                        except m.XfrmDecodeError as exc:
+                            raise XfrmError(f"{what}: {exc}") from None
                         if code == 0:
                             return answer
                         text = _ext_ack_message(message.data, message.flags)
