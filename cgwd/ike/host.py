@@ -141,6 +141,26 @@ class IkeHost:
         session.initiate(self.clock.now())
         self.pump(session)
 
+    async def remove_session(self, session: IkeSession, *, delete: bool = True) -> None:
+        """Stop serving one session (a tunnel removed by a reload): DELETE its SAs first if
+        ``delete``, apply the resulting dataplane actions, then forget it."""
+        key = str(session.config.remote_address)
+        slot = self._slots.get(key)
+        if slot is None or slot.session is not session:
+            return
+        if delete:
+            session.terminate(self.clock.now())
+            self.pump(session)
+        if slot.timer is not None:
+            slot.timer.cancel()
+            slot.timer = None
+        await slot.actions.join()
+        del self._slots[key]
+        if slot.worker is not None:
+            slot.worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await slot.worker
+
     async def close(self, *, delete: bool = True, grace: float = 1.0) -> None:
         """Stop every session (sending DELETEs first if ``delete``) and close the sockets."""
         if delete:
