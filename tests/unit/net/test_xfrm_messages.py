@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from cgwd.dataplane.base import SaExistsError, UnknownSaError
 from cgwd.dataplane.kernel import KernelFeatureError, explain, owned
 from cgwd.dataplane.select import KernelCapabilities, choose_dataplane, create_dataplane
-from cgwd.esp.suites import ALL_SUITES, suite_by_name
+from cgwd.esp.suites import ALL_SUITES, EspSuite, suite_by_name
 from cgwd.net.xfrm import messages as m
 from cgwd.net.xfrm.socket import XfrmError, _ext_ack_message
 from cgwd.secret import Secret
@@ -43,7 +43,7 @@ def _as_kernel_reply(request: bytes) -> m.Message:
 
 
 @pytest.mark.parametrize("suite", ALL_SUITES, ids=lambda s: s.name)
-def test_newsa_round_trips_through_the_decoder(suite: m.EspSuite) -> None:
+def test_newsa_round_trips_through_the_decoder(suite: EspSuite) -> None:
     spec = m.SaSpec(
         A,
         B,
