@@ -24,6 +24,7 @@ class _Command(Protocol):
 
 # name -> (module, one-line help). Modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("cgwd.commands.run", "run the daemon (what systemd starts)"),
     "import": ("cgwd.commands.import_cmd", "read an AWS VPN download and summarise it"),
     "check": ("cgwd.commands.check", "validate a configuration and print the plan"),
     "status": ("cgwd.commands.status", "show the running daemon's tunnels, SAs and counters"),
