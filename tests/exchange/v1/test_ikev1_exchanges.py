@@ -4,12 +4,23 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ikev1_pair import AWS_IP, CGW_IP, TUNNEL, V1Pair, assert_tunnel_up, aws_tunnel, config_for
+from ikev1_pair import (
+    AWS_IP,
+    CGW_IP,
+    TUNNEL,
+    End,
+    V1Pair,
+    assert_tunnel_up,
+    aws_tunnel,
+    config_for,
+)
 
 from cgwd.dataplane.base import SaId
 from cgwd.ike.events import ChildSaRemoved, IkeDown, IkeEstablished
 from cgwd.ike.retransmit import ReconnectBackoff, RetransmitPolicy
+from cgwd.ike.v1.constants import VID_NAT_T_RFC
 from cgwd.ike.v1.message import decode_header
+from cgwd.ike.v1.session import Outgoing
 from cgwd.secret import Secret
 
 AWS_DEFAULT = aws_tunnel(p1=(("AES128",), ("SHA1",), (2,)), p2=(("AES128",), ("SHA1",), (2,)))
@@ -295,3 +306,41 @@ def test_simultaneous_child_rekeys_keep_one_sa_and_lose_nothing() -> None:
     assert pair.cgw.current_out() != first
     assert_tunnel_up(pair)
     assert pair.lost_packets == 0
+
+
+def test_main_mode_message_1_is_not_fragmented() -> None:
+    """The default IKEv1 offer (26 transforms) keeps MM1 well under a 1280-octet path."""
+    sizes: list[int] = []
+
+    def watch(sender: str, out: object) -> bool:
+        data = out.data  # type: ignore[attr-defined]
+        if sender == "cgw" and not sizes:
+            sizes.append(len(data))
+        return True
+
+    pair = V1Pair()
+    pair.filter = watch
+    pair.establish()
+    assert sizes and sizes[0] + 28 < 1280  # + IPv4/UDP headers
+
+
+def test_draft_nat_t_peer() -> None:
+    """A peer that knows only the pre-RFC NAT-T drafts: NAT-D payloads 130 and the
+    UDP-encapsulated tunnel mode 61443 (RFC 3947 history)."""
+    pair = V1Pair(nat=True)
+    original = pair.deliver
+
+    def deliver(sender: End, receiver: End, out: Outgoing) -> None:
+        if sender is pair.cgw and VID_NAT_T_RFC in out.data:
+            out = replace(out, data=out.data.replace(VID_NAT_T_RFC, bytes(16)))
+        original(sender, receiver, out)
+
+    pair.deliver = deliver  # type: ignore[method-assign]
+    pair.establish()
+    aws_sa = pair.aws.session.current
+    assert aws_sa is not None and aws_sa.nat_t == "draft"
+    assert pair.cgw.session.current is not None and pair.cgw.session.current.nat_t == "draft"
+    assert pair.cgw.session.status(pair.now)["ike"]["nat_local"] is True
+    assert_tunnel_up(pair)
+    (child,) = pair.cgw.session.children.values()
+    assert child.out_params.encap is not None
