@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Address
+
+from cgwd.config.aws import AwsTunnel, DeadPeerDetection, PhaseSettings
 from cgwd.config.proposals import proposals_for
 from cgwd.esp.suites import suite_by_name
 from cgwd.ike.v1.constants import EncapMode, EspTransform, P1Attr, P1Hash, P2Attr, ProtocolId
@@ -88,10 +91,6 @@ def test_draft_encapsulation_value_is_understood() -> None:
 
 
 def test_from_config_default_aws_set() -> None:
-    from ipaddress import IPv4Address
-
-    from cgwd.config.aws import AwsTunnel, DeadPeerDetection, PhaseSettings
-
     tunnel = AwsTunnel(
         index=1,
         customer_gateway_outside_ip=IPv4Address("192.0.2.1"),
