@@ -39,6 +39,9 @@ IFNAMSIZ = 15  # usable characters of a Linux interface name (IFNAMSIZ - 1)
 MIN_SPI = 256  # RFC 4303 §2.1: SPIs 1-255 are reserved by IANA, 0 is local-only
 MAX_SPI = 0xFFFFFFFF
 NAT_T_PORT = 4500  # RFC 3948 §1.1
+SPI_RESERVATION_TTL = 600.0
+"""Seconds an allocated inbound SPI stays reserved if no SA is installed with it (the
+exchange that asked for it failed); IKE installs its SAs within seconds."""
 
 Direction = Literal["in", "out"]
 
@@ -172,7 +175,8 @@ class Dataplane(Protocol):
         """A fresh inbound SPI (>= 256) unused by any inbound SA of this dataplane.
 
         The SPI stays reserved for this tunnel until an inbound SA with it is added and
-        removed, or the tunnel closes.
+        removed, or the tunnel closes; one never installed is released after
+        `SPI_RESERVATION_TTL` seconds, so failed exchanges do not leak reservations.
 
         Raises:
             UnknownTunnelError: no such tunnel.

@@ -3,18 +3,22 @@
 It keeps exactly the state a real dataplane keeps (tunnels, SAs, the current outbound SA,
 reserved SPIs, counters) and enforces the same rules and errors, so the conformance suite
 runs unchanged against it. No packets move; tests inspect `tunnels`, `installed` and
-`current_outbound`, and feed IKE datagrams with `deliver_ike`.
+`current_outbound`, and feed IKE datagrams with `deliver_ike`. ``clock`` drives the expiry
+of unused SPI reservations (`SPI_RESERVATION_TTL`).
 """
 
 from __future__ import annotations
 
 import copy
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cgwd.dataplane.base import (
     MAX_SPI,
     MIN_SPI,
+    SPI_RESERVATION_TTL,
     IkeReceiver,
     SaExistsError,
     SaId,
@@ -40,7 +44,7 @@ class FakeTunnel:
     spec: TunnelSpec
     sas: dict[SaId, FakeSa] = field(default_factory=dict)
     outbound_order: list[SaId] = field(default_factory=list)  # last = current
-    reserved_spis: set[int] = field(default_factory=set)
+    reserved_spis: dict[int, float] = field(default_factory=dict)  # SPI -> allocated at
 
 
 class FakeDataplane:
@@ -48,9 +52,12 @@ class FakeDataplane:
 
     kind = "fake"
 
-    def __init__(self, *, seed: int | None = None) -> None:
+    def __init__(
+        self, *, seed: int | None = None, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.tunnels: dict[str, FakeTunnel] = {}
         self._rng = random.Random(seed)  # noqa: S311 -- test double, not security relevant
+        self._clock = clock
         self._ike_receiver: IkeReceiver | None = None
         self.closed = False
 
@@ -67,10 +74,13 @@ class FakeDataplane:
 
     def allocate_spi(self, tunnel: str) -> int:
         t = self._tunnel(tunnel)
+        now = self._clock()
+        for spi in [s for s, at in t.reserved_spis.items() if now - at > SPI_RESERVATION_TTL]:
+            del t.reserved_spis[spi]
         while True:
             spi = self._rng.randint(MIN_SPI, MAX_SPI)
             if not self._spi_in_use(spi):
-                t.reserved_spis.add(spi)
+                t.reserved_spis[spi] = now
                 return spi
 
     async def add_sa(self, sa: SaId, params: SaParams) -> None:
@@ -85,7 +95,7 @@ class FakeDataplane:
         if sa.direction == "out":
             t.outbound_order.append(sa)
         else:
-            t.reserved_spis.discard(sa.spi)
+            t.reserved_spis.pop(sa.spi, None)
 
     async def remove_sa(self, sa: SaId) -> None:
         t = self._tunnel(sa.tunnel)

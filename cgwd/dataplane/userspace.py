@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 
 from cgwd.dataplane.base import (
     MIN_SPI,
+    SPI_RESERVATION_TTL,
     DataplaneError,
     IkeReceiver,
     SaExistsError,
@@ -130,7 +131,7 @@ class _Tunnel:
     outbound_sas: dict[SaId, _Outbound] = field(default_factory=dict)  # insertion order
     udp: dict[tuple[int, int], UdpEncapSocket] = field(default_factory=dict)
     raw: socket.socket | None = None
-    reserved_spis: set[int] = field(default_factory=set)
+    reserved_spis: dict[int, float] = field(default_factory=dict)  # SPI -> allocated at
     # Workers.
     stopping: bool = False
     wake_r: int = -1  # rx worker's wakeup pipe (new sockets, stop)
@@ -257,11 +258,16 @@ class UserspaceDataplane:
 
     def allocate_spi(self, tunnel: str) -> int:
         t = self._tunnel(tunnel)
+        now = self._clock()
+        for spi in [s for s, at in t.reserved_spis.items() if now - at > SPI_RESERVATION_TTL]:
+            del t.reserved_spis[spi]  # never installed: the exchange that wanted it failed
+            if spi not in t.inbound:
+                self._spi_owner.pop(spi, None)
         while True:
             spi = MIN_SPI + secrets.randbelow(0x1_0000_0000 - MIN_SPI)
             if spi not in self._spi_owner:
                 self._spi_owner[spi] = tunnel
-                t.reserved_spis.add(spi)
+                t.reserved_spis[spi] = now
                 return spi
 
     async def add_sa(self, sa: SaId, params: SaParams) -> None:
@@ -300,7 +306,7 @@ class UserspaceDataplane:
             raise DataplaneError(f"SA {sa}: {exc}") from None
         if sa.direction == "in":
             self._spi_owner[sa.spi] = sa.tunnel
-            t.reserved_spis.discard(sa.spi)
+            t.reserved_spis.pop(sa.spi, None)
             t.inbound = {**t.inbound, sa.spi: _Inbound(sa, inbound)}
         else:
             state = _Outbound(sa, outbound, udp, raw)

@@ -19,7 +19,14 @@ from ipaddress import IPv4Address, IPv4Interface
 
 import pytest
 
-from cgwd.dataplane.base import SaId, SaParams, TunnelSpec, UdpEncap
+from cgwd.dataplane.base import (
+    SPI_RESERVATION_TTL,
+    SaExistsError,
+    SaId,
+    SaParams,
+    TunnelSpec,
+    UdpEncap,
+)
 from cgwd.dataplane.userspace import UserspaceDataplane
 from cgwd.esp.suites import suite_by_name
 from cgwd.lab.netns import Netns, Topology
@@ -175,3 +182,35 @@ def test_a_tun_device_deleted_under_the_datapath_is_counted_not_spun_on(
     assert 1 <= drops.get("device_error", 0) <= 20, drops
     assert set(drops) == {"device_error"}
     assert ours.ip("link", "show", SPEC.name, check=False).returncode != 0
+
+
+def test_spi_reservations_expire_unless_installed(namespaces: tuple[Netns, Netns]) -> None:
+    ours, _peer = namespaces
+    now = [0.0]
+
+    async def body() -> tuple[int, int, str]:
+        dp = UserspaceDataplane(clock=lambda: now[0])
+        other = TunnelSpec(
+            "cgio1", IPv4Interface("169.254.31.2/30"), IPv4Address("169.254.31.1"), 1400,
+            IPv4Address(LOCAL), IPv4Address("192.0.2.3"),
+        )  # fmt: skip
+        params = SaParams(GCM, Secret(bytes(20)))
+        try:
+            await dp.open_tunnel(SPEC)
+            await dp.open_tunnel(other)
+            unused, used = dp.allocate_spi(SPEC.name), dp.allocate_spi(SPEC.name)
+            await dp.add_sa(SaId(SPEC.name, "in", used), params)
+            now[0] = SPI_RESERVATION_TTL + 1
+            dp.allocate_spi(SPEC.name)  # prunes expired reservations
+            await dp.add_sa(SaId(other.name, "in", unused), params)  # free again
+            try:
+                await dp.add_sa(SaId(other.name, "in", used), params)
+                error = ""
+            except SaExistsError as exc:
+                error = str(exc)
+            return unused, used, error
+        finally:
+            await dp.close()
+
+    _unused, used, error = run_async_in_netns(ours.name, body)
+    assert f"0x{used:08x}" in error and "in use" in error

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import subprocess
 import sys
+from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cgwd.dataplane.base import SPI_RESERVATION_TTL, SaExistsError, SaId, SaParams, TunnelSpec
+from cgwd.dataplane.fake import FakeDataplane
 from cgwd.dataplane.ratelimit import RateLimitedLog
 from cgwd.dataplane.static_tunnel import counters_json, parse_config, read_config_file
 from cgwd.errors import ConfigError
 from cgwd.esp.sa import DropReason, SaCounters
+from cgwd.esp.suites import suite_by_name
+from cgwd.secret import Secret
 
 KEY = "11" * 20
 
@@ -126,3 +132,26 @@ def test_counters_json_names_drop_reasons() -> None:
         "drops": {"replay": 1},
         "last_used": None,
     }
+
+
+def test_fake_spi_reservations_expire_unless_installed() -> None:
+    now = [0.0]
+    dp = FakeDataplane(seed=3, clock=lambda: now[0])
+    spec = TunnelSpec("t0", IPv4Interface("169.254.0.2/30"), IPv4Address("169.254.0.1"), 1400,
+                      IPv4Address("192.0.2.1"), IPv4Address("192.0.2.2"))  # fmt: skip
+    suite = suite_by_name("aes128gcm16")
+
+    async def body() -> None:
+        await dp.open_tunnel(spec)
+        await dp.open_tunnel(TunnelSpec("t1", spec.local_inside, spec.remote_inside, 1400,
+                                        spec.local_outside, spec.remote_outside))  # fmt: skip
+        unused, used = dp.allocate_spi("t0"), dp.allocate_spi("t0")
+        await dp.add_sa(SaId("t0", "in", used), SaParams(suite, Secret(bytes(20))))
+        now[0] = SPI_RESERVATION_TTL + 1
+        dp.allocate_spi("t0")  # prunes
+        # The unused SPI is free for another tunnel now; the installed one is not.
+        await dp.add_sa(SaId("t1", "in", unused), SaParams(suite, Secret(bytes(20))))
+        with pytest.raises(SaExistsError, match="in use"):
+            await dp.add_sa(SaId("t1", "in", used), SaParams(suite, Secret(bytes(20))))
+
+    asyncio.run(body())
