@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -289,6 +290,7 @@ def main() -> None:
             result["charon_log_tail"] = charon.log_tail()[-2000:] if "ping" not in result else ""
             charon.stop()
         topo.close()
+        shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(result, default=str))
 
 
