@@ -168,8 +168,11 @@ class Ikev1Session:
             for t in (sa.flight.next_at, sa.rekey_at, sa.expire_at, sa.delete_at, sa.dpd_next):
                 if t is not None:
                     times.append(t)
-            if self._dpd_due_at(sa) is not None:
-                times.append(self._dpd_due_at(sa) or 0.0)
+            dpd = self._dpd_due_at(sa)
+            if dpd is not None:
+                times.append(dpd)
+            if sa.state != "established":
+                times.append(sa.created_at + self._half_open_limit())
         for qm in self.quick_modes.values():
             times.append(qm.forget_at)
             if qm.flight.next_at is not None:
@@ -570,6 +573,10 @@ class Ikev1Session:
 
     # ================================================================ timers
 
+    def _half_open_limit(self) -> float:
+        """How long a Main Mode may take before its SA is dropped whatever its state."""
+        return self.config.half_open_timeout + self.config.retransmit.total_time()
+
     def _dpd_due_at(self, sa: IsakmpSa) -> float | None:
         if sa is not self.current or sa.state != "established" or sa.dpd_outstanding:
             return None
@@ -592,7 +599,13 @@ class Ikev1Session:
                 main_mode.gave_up(self, sa, now)
                 continue
             if sa.state != "established":
-                if now - sa.created_at > cfg.half_open_timeout + cfg.retransmit.total_time():
+                if now >= sa.created_at + self._half_open_limit():
+                    if not sa.initiator:
+                        self.log(
+                            "ike_half_open_timeout",
+                            "deleting un-established Phase 1 IKE_SA",
+                            "warning",
+                        )
                     self.drop_isakmp(sa)
                 continue
             if sa.delete_at is not None and now >= sa.delete_at:

@@ -344,3 +344,25 @@ def test_draft_nat_t_peer() -> None:
     assert_tunnel_up(pair)
     (child,) = pair.cgw.session.children.values()
     assert child.out_params.encap is not None
+
+
+def test_half_open_responder_sas_are_bounded_and_expire() -> None:
+    pair = V1Pair()
+    sent: list[Outgoing] = []
+    for _ in range(40):  # Main Mode message 1 floods from the peer's address
+        pair.aws.session.initiate(pair.now)
+        sent += pair.aws.session.datagrams_to_send()
+        pair.aws.session.isakmp_sas.clear()
+    for out in sent:
+        pair.cgw.session.receive_datagram(out.data, (AWS_IP, 500), (CGW_IP, 500), pair.now)
+    half_open = [s for s in pair.cgw.session.isakmp_sas if not s.initiator]
+    assert len(half_open) == pair.cgw.session.config.half_open_limit
+    assert pair.cgw.session.counters["half_open_limit"] == 40 - len(half_open)
+    pair.cgw.session.datagrams_to_send()
+    deadline = pair.cgw.session.next_deadline()
+    assert deadline is not None
+    pair.cgw.session.handle_timer(deadline)
+    assert not pair.cgw.session.isakmp_sas
+    assert "ike_half_open_timeout" in [
+        e.name for e in pair.cgw.session.events() if hasattr(e, "name")
+    ]
