@@ -405,3 +405,14 @@ def test_aws_short_lifetimes_rekeys_on_its_own_under_a_stream(
     # the end-to-end count allows that single packet.
     assert "unknown_spi" not in log, log[-5000:]
     assert sent == 1750 and received >= sent - 1, log[-5000:]
+
+
+def test_pfs_group_other_than_phase_1(lab: AwsLab, cgwd_factory: Callable[..., Cgwd]) -> None:
+    """Phase 1 on ECP-256 but AWS allows only MODP-1024 for PFS: Quick Mode moves on to
+    the group AWS accepts after its refusals, and traffic flows."""
+    restrict(lab, "aes128-sha1-ecp256", "aes128-sha1-modp1024")
+    cgwd = cgwd_factory()
+    st = cgwd.wait_up(timeout=40)
+    assert st["ike"]["suite"] == "aes128-sha1-ecp256"
+    assert st["children"][0]["pfs_group"] == 2
+    assert lab.ping("cgw", lab.vpc_host_ip, count=2)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from cgwd.ike.decode_errors import IkeDecodeError
+from cgwd.ike.v1 import quick_mode
 from cgwd.ike.v1.constants import ERROR_NOTIFY_MAX, Exchange, Notify, ProtocolId
 from cgwd.ike.v1.keys import phase2_iv, qm_hash1
 from cgwd.ike.v1.message import Header, Message, decode_message, encode_chain, encode_message
@@ -213,6 +214,8 @@ def _notify(session: Ikev1Session, sa: IsakmpSa, p: NotifyPayload, now: float) -
         return
     level = "warning" if p.notify_type <= ERROR_NOTIFY_MAX else "info"
     session.log("peer_notify", f"peer sent notify {_name(p.notify_type)}", level)
+    if p.notify_type <= ERROR_NOTIFY_MAX:
+        quick_mode.refused(session, sa, p.notify_type, now)
 
 
 def _delete(session: Ikev1Session, sa: IsakmpSa, p: DeletePayload, now: float) -> None:

@@ -58,6 +58,9 @@ if TYPE_CHECKING:
     from cgwd.ike.v1.session import Ikev1Session
 
 
+RETRY_AFTER_REFUSAL = 1.0
+
+
 def _encap_mode(sa: IsakmpSa) -> int:
     if not sa.encapsulated:
         return EncapMode.TUNNEL
@@ -65,11 +68,30 @@ def _encap_mode(sa: IsakmpSa) -> int:
 
 
 def _pfs_group(session: Ikev1Session, sa: IsakmpSa) -> int | None:
-    groups = session.config.pfs_groups
+    """The one PFS group to offer: the phase 1 group if allowed, else the strongest; after
+    each refusal the next one (a Quick Mode carries one KE, so groups are tried in turn)."""
+    groups = list(session.config.pfs_groups)
     if not groups:
         return None
     assert sa.suite is not None
-    return sa.suite.group if sa.suite.group in groups else groups[0]
+    if sa.suite.group in groups:
+        groups.remove(sa.suite.group)
+        groups.insert(0, sa.suite.group)
+    return groups[session.pfs_index % len(groups)]
+
+
+def refused(session: Ikev1Session, sa: IsakmpSa, notify: int, now: float) -> None:
+    """The peer answered with an authenticated error notify while our Quick Mode was in
+    flight on ``sa``: that Quick Mode failed (try the next PFS group on a proposal error)."""
+    pending = [
+        q for q in session.quick_modes.values()
+        if q.initiator and q.state == "sent1" and q.cky_i == sa.cky_i
+    ]  # fmt: skip
+    if len(pending) != 1:
+        return
+    if notify == Notify.NO_PROPOSAL_CHOSEN:
+        session.pfs_index += 1
+    _fail_qm(session, pending[0], f"peer sent notify {notify}", now, retry=RETRY_AFTER_REFUSAL)
 
 
 def _new_mid(session: Ikev1Session, sa: IsakmpSa) -> int:
@@ -262,13 +284,17 @@ def _initiator_qm2(  # noqa: PLR0917
     session.heard(sa, src, dst, now)
     for p in msg.payloads:
         if isinstance(p, NotifyPayload) and p.notify_type <= 16383:
-            _fail_qm(session, qm, f"peer refused Quick Mode: notify {p.notify_type}", now)
+            if p.notify_type == Notify.NO_PROPOSAL_CHOSEN:
+                session.pfs_index += 1
+            _fail_qm(session, qm, f"peer refused Quick Mode: notify {p.notify_type}", now,
+                     retry=RETRY_AFTER_REFUSAL)  # fmt: skip
             return
     sa_p, nonce, ke = msg.first(SaPayload), msg.first(NoncePayload), msg.first(KePayload)
     choice: Phase2Choice | None = None
     if isinstance(sa_p, SaPayload):
         choice = phase2_answer(sa_p, cfg.esp_suites, qm.group, qm.encap_mode)
     if choice is None or not isinstance(nonce, NoncePayload):
+        session.pfs_index += 1
         _fail_qm(session, qm, "Quick Mode answer is not one of our proposals", now)
         return
     if not NONCE_MIN <= len(nonce.data) <= NONCE_MAX:
@@ -306,7 +332,9 @@ def _initiator_qm2(  # noqa: PLR0917
     )
 
 
-def _fail_qm(session: Ikev1Session, qm: QuickMode, why: str, now: float) -> None:
+def _fail_qm(
+    session: Ikev1Session, qm: QuickMode, why: str, now: float, retry: float = 10.0
+) -> None:
     qm.flight.next_at = None
     qm.state = "done"
     qm.forget_at = now
@@ -314,9 +342,9 @@ def _fail_qm(session: Ikev1Session, qm: QuickMode, why: str, now: float) -> None
     old = None if qm.rekey_of is None else session.children.get(qm.rekey_of)
     if old is not None and old.state == "rekeying":
         old.state = "installed"
-        old.rekey_at = now + 10.0
+        old.rekey_at = now + retry
     elif not session.live_children():
-        session.child_retry_at = now + 10.0
+        session.child_retry_at = now + retry
 
 
 def _respond_qm1(  # noqa: PLR0917

@@ -100,6 +100,7 @@ class Ikev1Session:
         self.reconnect_at: float | None = None
         self.child_retry_at: float | None = None
         self.failures = 0
+        self.pfs_index = 0  # which PFS group Quick Mode offers (advances after refusals)
         self.wanted = False
         self.ever_established = False
 

@@ -366,3 +366,21 @@ def test_half_open_responder_sas_are_bounded_and_expire() -> None:
     assert "ike_half_open_timeout" in [
         e.name for e in pair.cgw.session.events() if hasattr(e, "name")
     ]
+
+
+def test_quick_mode_finds_the_pfs_group_the_peer_allows() -> None:
+    """Phase 1 settles on ECP-521, but AWS's tunnel allows only group 2 for PFS: each
+    refusal (NO_PROPOSAL_CHOSEN) makes the next Quick Mode offer the next group."""
+    only_2 = aws_tunnel(
+        p1=(("AES128", "AES256"), ("SHA1", "SHA2-256"), (21, 2)),
+        p2=(("AES128",), ("SHA1",), (2,)),
+    )
+    pair = V1Pair(aws_config=config_for(AWS_IP, CGW_IP, only_2))
+    pair.establish()
+    assert pair.cgw.session.status(pair.now)["phase2"] != "Established"
+    pair.run_for(30)
+    st = pair.cgw.session.status(pair.now)
+    assert st["ike"]["suite"].endswith("ecp521")
+    assert st["phase2"] == "Established" and st["children"][0]["pfs_group"] == 2
+    assert "child_create_failed" in pair.cgw.log_names()
+    assert_tunnel_up(pair)
