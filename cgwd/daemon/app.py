@@ -144,8 +144,10 @@ class Daemon:
             CgwdError: start-up failed (what was set up is removed again).
         """
         loop = asyncio.get_running_loop()
+        # An invalid configuration stops us before anything on the host is touched.
+        loaded = await asyncio.to_thread(self._load)
         try:
-            await self.start()
+            await self.start(loaded)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
@@ -160,8 +162,14 @@ class Daemon:
     def stop(self) -> None:
         self._stop.set()
 
-    async def start(self) -> None:
-        loaded = await asyncio.to_thread(self._load)
+    async def start(self, loaded: LoadedConfiguration | None = None) -> None:
+        """Everything up to READY=1 (see the module docstring).
+
+        Raises:
+            ConfigError, CgwdError: as `run`; the caller then calls `shutdown`.
+        """
+        if loaded is None:
+            loaded = await asyncio.to_thread(self._load)
         self.dataplane_requested = requested_dataplane(loaded)
         from cgwd.dataplane.select import choose_dataplane  # noqa: PLC0415 - probes the kernel
 

@@ -7,9 +7,9 @@ proposals; this module only maps them onto `IkeSessionConfig` (IKEv2) or
 - how long an exchange is retransmitted before it is given up, and
 - the cap of the re-initiation backoff after a loss,
 
-both scaled to the tunnel's DPD timeout so that a tunnel with AWS's default DPD (dead after
-30 s) uses the engines' defaults, and one with a short DPD (the lab's, a test's) notices a
-dead path and comes back on the same short timescale.
+both scaled to the tunnel's DPD timeout, so that a tunnel with a short DPD (the lab's, a
+test's) notices a dead path and comes back on the same short timescale as its DPD, and one
+with AWS's default DPD (dead after 30 s) keeps AWS's timescale.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def dpd_retransmit(dpd: DpdPlan) -> RetransmitPolicy:
 
 
 def exchange_retransmit(dpd: DpdPlan) -> RetransmitPolicy:
-    """Retransmission of other requests: the engines' default, its longest interval capped at
-    half the DPD timeout (a path that DPD would call dead is not waited on for longer)."""
+    """Retransmission of other requests: the engines' default (2, 4, 8, ... s, 5 tries) with
+    the longest interval capped at half the DPD timeout, so a request is retried at least
+    twice within the time DPD would need to call the peer dead (AWS's DPD: 2, 4, 8, 15, 15,
+    15 s)."""
     cap = max(DEFAULT_POLICY.initial, min(DEFAULT_POLICY.max_interval, dpd.dead_after / 2))
     initial = min(DEFAULT_POLICY.initial, cap)
     return RetransmitPolicy(
