@@ -296,21 +296,35 @@ class IkeHost:
                 slot.actions.task_done()
 
     async def _apply(self, event: Event) -> None:
-        dp = self.dataplane
-        if isinstance(event, ChildSaInstalled):
-            await dp.add_sa(event.inbound, event.inbound_params)
-            if event.outbound is not None and event.outbound_params is not None:
-                await dp.add_sa(event.outbound, event.outbound_params)
-        elif isinstance(event, ChildOutboundReady):
-            await dp.add_sa(event.outbound, event.outbound_params)
-        elif isinstance(event, ChildSaRemoved):
-            for sa in event.sa_ids:
-                try:
-                    await dp.remove_sa(sa)
-                except DataplaneError as exc:
-                    log.debug("removing %s: %s", sa, exc)
+        await apply_sa_event(self.dataplane, event)
 
     async def drain_actions(self) -> None:
         """Wait until every queued dataplane action has been applied (for tests)."""
         for slot in list(self._slots.values()):
             await slot.actions.join()
+
+
+async def apply_sa_event(dp: Dataplane, event: Event) -> None:
+    """Apply one dataplane event of a session (others are ignored).
+
+    Make before break: an install adds the inbound SA before the outbound one (which then
+    becomes current); a removal takes the outbound SAs out before the inbound ones. The
+    sessions emit a successor's outbound half before the removal of the SA it replaces, so
+    a tunnel always has a current outbound SA across a rekey. Removing an SA that is not
+    installed (any more) is logged at debug level, not raised.
+
+    Raises:
+        DataplaneError: an install failed.
+    """
+    if isinstance(event, ChildSaInstalled):
+        await dp.add_sa(event.inbound, event.inbound_params)
+        if event.outbound is not None and event.outbound_params is not None:
+            await dp.add_sa(event.outbound, event.outbound_params)
+    elif isinstance(event, ChildOutboundReady):
+        await dp.add_sa(event.outbound, event.outbound_params)
+    elif isinstance(event, ChildSaRemoved):
+        for sa in sorted(event.sa_ids, key=lambda s: s.direction != "out"):
+            try:
+                await dp.remove_sa(sa)
+            except DataplaneError as exc:
+                log.debug("removing %s: %s", sa, exc)

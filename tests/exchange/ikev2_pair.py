@@ -5,7 +5,9 @@ holding some back, and optionally rewriting the CGW's source like a NAT would), 
 their dataplane events to a `FakeDataplane` each, and advances a fake clock to the next
 deadline when nothing is in flight. `packets_lost` models a continuous packet stream: at
 each step both sides "send" one packet on their current outbound SA, and it is lost if the
-other side has no inbound SA with that SPI and the same keys.
+other side has no inbound SA with that SPI and the same keys. Between those steps, every
+single dataplane operation is checked too (`RecordingDataplane.outbound_gaps`): a tunnel
+must never be left without a current outbound SA while a rekey replaces it.
 """
 
 from __future__ import annotations
@@ -18,17 +20,11 @@ from typing import Any
 
 from cgwd.config.aws import AwsTunnel, DeadPeerDetection, PhaseSettings
 from cgwd.config.proposals import proposals_for
-from cgwd.dataplane.base import SaId, TunnelSpec
+from cgwd.dataplane.base import SaId, SaParams, TunnelSpec, UnknownSaError
 from cgwd.dataplane.fake import FakeDataplane
 from cgwd.ike.constants import ProtocolId
-from cgwd.ike.events import (
-    ChildOutboundReady,
-    ChildSaInstalled,
-    ChildSaRemoved,
-    Event,
-    IkeDown,
-    LogEvent,
-)
+from cgwd.ike.events import Event, IkeDown, LogEvent
+from cgwd.ike.host import apply_sa_event
 from cgwd.ike.rng import SeededRng
 from cgwd.ike.v2.sa import IkeSessionConfig
 from cgwd.ike.v2.session import IkeSession, Outgoing
@@ -88,12 +84,46 @@ def config_for(
     return replace(cfg, **overrides)
 
 
+class RecordingDataplane(FakeDataplane):
+    """A `FakeDataplane` with an operation log, checked after every operation.
+
+    ``outbound_gaps`` lists the operations after which a tunnel that had a current outbound
+    SA had none (traffic would be dropped: make-before-break broken); ``bad_removals`` the
+    removals of SAs that were not installed.
+    """
+
+    def __init__(self, *, seed: int | None = None) -> None:
+        super().__init__(seed=seed)
+        self.ops: list[tuple[str, SaId]] = []
+        self.outbound_gaps: list[tuple[str, SaId]] = []
+        self.bad_removals: list[SaId] = []
+
+    async def add_sa(self, sa: SaId, params: SaParams) -> None:
+        await super().add_sa(sa, params)
+        self._log("add", sa)
+
+    async def remove_sa(self, sa: SaId) -> None:
+        try:
+            await super().remove_sa(sa)
+        except UnknownSaError:
+            self.bad_removals.append(sa)
+            raise
+        self._log("remove", sa)
+
+    def _log(self, op: str, sa: SaId) -> None:
+        self.ops.append((op, sa))
+        if self.current_outbound(sa.tunnel) is None and any(
+            o == "add" and s.direction == "out" and s.tunnel == sa.tunnel for o, s in self.ops
+        ):
+            self.outbound_gaps.append((op, sa))
+
+
 @dataclass
 class Endpoint:
     name: str
     ip: str
     session: IkeSession
-    dataplane: FakeDataplane
+    dataplane: RecordingDataplane
     events: list[Event] = field(default_factory=list)
     outbox: list[Outgoing] = field(default_factory=list)
 
@@ -139,7 +169,7 @@ class Pair:
         self.aws = self._endpoint("aws", AWS_IP, aws_cfg, seed + 1000)
 
     def _endpoint(self, name: str, ip: str, cfg: IkeSessionConfig, seed: int) -> Endpoint:
-        dp = FakeDataplane(seed=seed)
+        dp = RecordingDataplane(seed=seed)
         spec = TunnelSpec(
             TUNNEL,
             IPv4Interface("169.254.10.2/30"),
@@ -164,16 +194,8 @@ class Pair:
             self._apply(ep, ev)
 
     def _apply(self, ep: Endpoint, ev: Event) -> None:
-        dp, run = ep.dataplane, self.loop.run_until_complete
-        if isinstance(ev, ChildSaInstalled):
-            run(dp.add_sa(ev.inbound, ev.inbound_params))
-            if ev.outbound is not None and ev.outbound_params is not None:
-                run(dp.add_sa(ev.outbound, ev.outbound_params))
-        elif isinstance(ev, ChildOutboundReady):
-            run(dp.add_sa(ev.outbound, ev.outbound_params))
-        elif isinstance(ev, ChildSaRemoved):
-            for sa in ev.sa_ids:
-                run(dp.remove_sa(sa))
+        # What IkeHost does with each event, in the order the session emitted them.
+        self.loop.run_until_complete(apply_sa_event(ep.dataplane, ev))
 
     def release(self) -> None:
         """Deliver the held-back datagrams now (then pump)."""
@@ -250,6 +272,14 @@ class Pair:
 
     def run_for(self, seconds: float) -> None:
         self.advance(self.now + seconds)
+
+    def assert_make_before_break(self) -> None:
+        """No dataplane operation so far left a tunnel without a current outbound SA, and
+        no removal named an SA that was not installed."""
+        for ep in (self.cgw, self.aws):
+            dp = ep.dataplane
+            assert not dp.outbound_gaps, (ep.name, dp.outbound_gaps[:3], len(dp.ops))
+            assert not dp.bad_removals, (ep.name, dp.bad_removals)
 
     def establish(self) -> None:
         self.cgw.session.initiate(self.now)

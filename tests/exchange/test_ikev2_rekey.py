@@ -57,6 +57,7 @@ def test_child_rekey_from_either_side_loses_nothing(side: str) -> None:
     # PFS: the rekeyed child used a DH group (the strongest both offer: ECP-521).
     assert rekeyer.session.status()["children"][0]["pfs_group"] == 21
     assert pair.lost_packets == 0 and pair.sent_packets > 10
+    pair.assert_make_before_break()
     installs = [e for e in rekeyer.events if isinstance(e, ChildSaInstalled)]
     assert installs[-1].rekey_of is not None
 
@@ -70,6 +71,7 @@ def test_repeated_rekeys_of_both_kinds_from_both_sides() -> None:
     assert c_names.count("child_rekeyed") >= 10 and a_names.count("child_rekeyed") >= 10
     assert c_names.count("ike_rekeyed") >= 5
     assert pair.lost_packets == 0
+    pair.assert_make_before_break()
     assert not pair.cgw.downs() and not pair.aws.downs()
     assert len(pair.cgw.session.ike_sas) == 1 and len(pair.aws.session.ike_sas) == 1
 
@@ -90,6 +92,7 @@ def test_child_rekey_collision_keeps_one_child_for_every_nonce_order() -> None:
         # The tunnel keeps working: the next rekey is an ordinary one.
         pair.run_for(120)
         _one_matching_child(pair)
+        pair.assert_make_before_break()
     # Both orderings of the four nonces occurred and each side lost the tie-break sometimes.
     assert deleted_by == {"cgw", "aws"}
 
@@ -116,6 +119,7 @@ def test_ike_rekey_from_either_side_and_collision() -> None:
             pair.run_for(5)
             assert _one_matching_child(pair) != child
             assert pair.lost_packets == 0
+            pair.assert_make_before_break()
 
 
 def _is(out: Outgoing, exchange: int, response: bool) -> bool:
@@ -158,6 +162,7 @@ def test_collision_when_the_winner_deletes_before_the_loser_completes(held: str)
         outcomes.add("cgw" if "redundant_child_deleted" in pair.cgw.log_names() else "aws-or-none")
         pair.run_for(120)  # and the next rekey is an ordinary one
         _one_matching_child(pair)
+        pair.assert_make_before_break()
 
 
 def test_child_rekey_queued_behind_an_ike_rekey_still_happens() -> None:
@@ -186,6 +191,7 @@ def test_child_rekey_queued_behind_an_ike_rekey_still_happens() -> None:
     assert "ike_rekeyed" in pair.cgw.log_names() and "child_rekeyed" in pair.cgw.log_names()
     pair.run_for(400)
     assert not pair.cgw.downs() and "child_expired" not in pair.cgw.log_names()
+    pair.assert_make_before_break()
 
 
 def test_rekey_times_are_jittered_downwards_only() -> None:
@@ -227,3 +233,23 @@ def test_pfs_group_mismatch_is_reported_and_the_tunnel_recovers() -> None:
     pair.run_for(10)
     assert pair.cgw.session.status()["phase2"] == "Established"
     _one_matching_child(pair)
+
+
+def test_responder_of_a_child_rekey_makes_before_it_breaks() -> None:
+    """strongSwan/AWS's order as rekey initiator: CREATE_CHILD_SA, then DELETE of the old
+    Child SA. Our dataplane operations must be: new inbound, new outbound (current), then
+    the old outbound and the old inbound, in that order."""
+    pair = _pair((10_000.0, 10_000.0), (100.0, 10_000.0))
+    pair.establish()
+    old_in, old_out = _one_matching_child(pair)
+    start = len(pair.cgw.dataplane.ops)
+    pair.run_for(150)
+    new_in, new_out = _one_matching_child(pair)
+    ops = [(op, sa.direction, sa.spi) for op, sa in pair.cgw.dataplane.ops[start:]]
+    assert ops == [
+        ("add", "in", new_in),
+        ("add", "out", new_out),
+        ("remove", "out", old_out),
+        ("remove", "in", old_in),
+    ]
+    pair.assert_make_before_break()

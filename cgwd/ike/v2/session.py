@@ -291,17 +291,21 @@ class IkeSession(RekeyCoordination):
         )
 
     def remove_child(self, child: ChildSa, reason: str) -> None:
+        """Forget ``child`` and ask the host to remove its SAs.
+
+        Make before break: its designated successor (never a redundant SA) gets its outbound
+        half installed *before* the removal, so the tunnel is never without an outbound SA
+        (the peer has the successor's inbound SA: it created it or deleted ``child``).
+        """
         if child.state == ChildState.GONE or child.child_id not in self.children:
             return
+        successor = None if child.successor is None else self.children.get(child.successor)
+        if successor is not None:
+            self._outbound_ready(successor)
         sa_ids = child.installed_sa_ids()
         child.state = ChildState.GONE
         del self.children[child.child_id]
         self.emit(ChildSaRemoved(child.child_id, sa_ids, reason))
-        # If it was the SA we send on, the designated successor (never a redundant one)
-        # takes over now.
-        successor = None if child.successor is None else self.children.get(child.successor)
-        if successor is not None:
-            self._outbound_ready(successor)
 
     def ike_established(self, sa: IkeSa, now: float, *, rekey: bool = False) -> None:
         if sa.state == IkeState.CONNECTING:
