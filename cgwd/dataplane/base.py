@@ -154,6 +154,12 @@ class Dataplane(Protocol):
     kind: str
     """``"userspace"``, ``"kernel"`` or ``"fake"``."""
 
+    needs_ike_socket_bypass: bool
+    """True if the IKE host must prepare its UDP sockets with
+    `cgwd.net.xfrm.ike_socket.prepare_ike_socket`: the kernel does ESP, so IKE needs
+    per-socket IPsec bypass policies (or a tunnel's 0/0 policies would catch it) and the
+    port-4500 socket needs UDP_ENCAP_ESPINUDP (or ESP-in-UDP never reaches the kernel)."""
+
     async def open_tunnel(self, spec: TunnelSpec) -> None:
         """Create the tunnel interface, address it (/30 with peer), set its MTU, bring it up.
 

@@ -51,6 +51,7 @@ class FakeDataplane:
     """In-memory dataplane. ``seed`` makes SPI allocation reproducible."""
 
     kind = "fake"
+    needs_ike_socket_bypass = False
 
     def __init__(
         self, *, seed: int | None = None, clock: Callable[[], float] = time.monotonic

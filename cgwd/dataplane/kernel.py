@@ -157,6 +157,7 @@ class KernelDataplane:
     """
 
     kind = "kernel"
+    needs_ike_socket_bypass = True  # see Dataplane.needs_ike_socket_bypass
 
     def __init__(
         self,

@@ -164,6 +164,7 @@ class UserspaceDataplane:
     """
 
     kind = "userspace"
+    needs_ike_socket_bypass = False  # its own sockets take the ESP
 
     def __init__(
         self,
