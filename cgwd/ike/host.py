@@ -13,7 +13,8 @@ SO_REUSEPORT so that the userspace dataplane can own connected 4500 sockets towa
 peer (which the kernel prefers); IKE datagrams arriving there come back to us through
 `Dataplane.set_ike_receiver` with the non-ESP marker still on. On port 4500 we send and
 expect the non-ESP marker (RFC 3948 §2.2); NAT keepalives and stray ESP are dropped and
-counted.
+counted. With the kernel dataplane both sockets bypass IPsec and the 4500 one hands
+ESP-in-UDP to the kernel (`Dataplane.needs_ike_socket_bypass`).
 """
 
 from __future__ import annotations
@@ -111,13 +112,30 @@ class IkeHost:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
-        """Bind the sockets and register with the dataplane. Raises OSError if binding fails."""
+        """Bind the sockets and register with the dataplane.
+
+        With a dataplane that `needs_ike_socket_bypass` (the kernel's), both sockets get
+        per-socket IPsec bypass policies and the NAT-T one UDP_ENCAP_ESPINUDP
+        (`cgwd.net.xfrm.ike_socket.prepare_ike_socket`).
+
+        Raises:
+            OSError: binding failed.
+            XfrmError: the kernel refused a socket option (the message says which).
+        """
         self._loop = asyncio.get_running_loop()
         for port in self.ports:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((str(self.local_address), port))
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind((str(self.local_address), port))
+                if self.dataplane.needs_ike_socket_bypass:
+                    from cgwd.net.xfrm.ike_socket import prepare_ike_socket  # noqa: PLC0415
+
+                    prepare_ike_socket(sock, nat_t=port == self.ports[1])
+            except BaseException:
+                sock.close()
+                raise
             local = (str(self.local_address), port)
             transport, _ = await self._loop.create_datagram_endpoint(
                 lambda local=local: _Protocol(self, local),  # type: ignore[misc]
