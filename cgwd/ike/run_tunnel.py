@@ -1,10 +1,13 @@
-"""Run one IKEv2 tunnel from an AWS configuration download, with the userspace dataplane.
+"""Run one IKEv2 tunnel from an AWS configuration download.
 
     python -m cgwd.ike.run_tunnel --aws-config FILE --tunnel 1 --local-address 192.0.2.117 \\
-        [--identity IP] [--route 10.99.0.0/16] [--status-file PATH] [--passive] ...
+        [--identity IP] [--route 10.99.0.0/16] [--status-file PATH] [--passive] \\
+        [--dataplane auto|kernel|userspace] ...
 
-The interop tests and the daemon's early users run this: it opens the tunnel's TUN
-interface (inside addresses from the file), binds IKE on the local address, initiates
+The interop tests and the daemon's early users run this: it opens the tunnel's interface
+(a TUN device with the userspace dataplane, the default; an xfrm interface or VTI with the
+kernel's; ``auto`` picks as the daemon does), with inside addresses from the file, binds
+IKE on the local address, initiates
 (unless ``--passive``: AWS's "start" startup action makes AWS initiate) and keeps the
 tunnel up until SIGTERM/SIGINT, when it deletes its SAs. With ``--status-file`` it keeps
 `IkeSession.status()` there as JSON (replaced atomically twice a second and after every
@@ -32,7 +35,7 @@ from cgwd.config.aws import AwsTunnel
 from cgwd.config.importers import load_aws_config
 from cgwd.config.proposals import ProposalError, proposals_for
 from cgwd.dataplane.base import TunnelSpec
-from cgwd.dataplane.userspace import UserspaceDataplane
+from cgwd.dataplane.select import create_dataplane
 from cgwd.errors import CgwdError, ConfigError
 from cgwd.ike.clock import MonotonicClock
 from cgwd.ike.constants import ProtocolId
@@ -133,8 +136,14 @@ async def run(args: argparse.Namespace) -> int:
     cfg = session_config(tunnel, args, conn.format)
     spec = tunnel_spec(tunnel, args)
     clock = MonotonicClock()
-    dataplane = UserspaceDataplane()
-    await dataplane.open_tunnel(spec)
+    # The kernel probe of "auto" blocks for a moment: off the event loop.
+    dataplane, reason = await asyncio.to_thread(create_dataplane, args.dataplane)
+    log.info("dataplane: %s (%s)", dataplane.kind, reason)
+    try:
+        await dataplane.open_tunnel(spec)
+    except BaseException:
+        await dataplane.close()
+        raise
     for route in args.route:
         subprocess.run(
             ["ip", "route", "replace", str(route), "dev", spec.name], check=True, timeout=10
@@ -221,6 +230,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="offer AWS's whole supported set (default) or only the file's values",
     )
     p.add_argument("--force-encap", action="store_true", help="always use UDP encapsulation")
+    p.add_argument(
+        "--dataplane",
+        choices=("auto", "kernel", "userspace"),
+        default="userspace",
+        help="who does ESP: our userspace datapath (default), the kernel's XFRM, or auto "
+        "(the kernel's if it has ESP and tunnel interfaces)",
+    )
     for name in (
         "child-rekey-time",
         "child-lifetime",
