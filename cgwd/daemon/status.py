@@ -58,6 +58,7 @@ def _ikev1_fields(
             ),
             "rekey_in_seconds": _secs(None if cur.rekey_at is None else cur.rekey_at - now),
             "local_port": cur.local_port,
+            "remote_port": cur.remote_port,
             "nat_detected": cur.nat_local or cur.nat_remote,
         }
     children = []
