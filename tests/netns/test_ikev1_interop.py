@@ -294,6 +294,7 @@ def test_our_dpd_restart_and_kill_are_recovered(
         30,
         "re-established after a restart",
     )
+    lab.wait_tunnel_up(1)  # charon installs its SAs on Quick Mode message 3
     assert lab.ping("cgw", lab.vpc_host_ip, count=2)
     assert "deleted_by_peer" in cgwd.log()
     second = cgwd.status()["ike"]["spi_i"]
@@ -306,6 +307,7 @@ def test_our_dpd_restart_and_kill_are_recovered(
         30,
         "re-established after a kill",
     )
+    lab.wait_tunnel_up(1)
     assert lab.ping("cgw", lab.vpc_host_ip, count=2)
 
 
@@ -361,6 +363,7 @@ def test_behind_nat(tmp_path: Path) -> None:
             (ike,) = lab.list_sas(1)
             assert ike.remote_id == str(lab.cgw_outside_ip)
             assert ike.nat_remote
+            lab.wait_tunnel_up(1)
             assert lab.ping("cgw", lab.vpc_host_ip, count=3)
             first = st["children"][0]["spi_in"]
             cgwd.wait(
@@ -415,4 +418,5 @@ def test_pfs_group_other_than_phase_1(lab: AwsLab, cgwd_factory: Callable[..., C
     st = cgwd.wait_up(timeout=40)
     assert st["ike"]["suite"] == "aes128-sha1-ecp256"
     assert st["children"][0]["pfs_group"] == 2
+    lab.wait_tunnel_up(1)
     assert lab.ping("cgw", lab.vpc_host_ip, count=2)
