@@ -30,6 +30,7 @@ from cgwd.config.load import LoadedConfiguration, load_configuration
 from cgwd.config.tunnel_plan import ConnectionPlan, TunnelPlan
 from cgwd.control.server import ControlServer
 from cgwd.control.status import StatusDocument, summary_line
+from cgwd.daemon import log_fields
 from cgwd.daemon.addresses import source_address_for
 from cgwd.daemon.logging import register_secret
 from cgwd.daemon.notify import Notifier, watchdog_loop, watchdog_timeout
@@ -127,6 +128,7 @@ class Daemon:
         self.hosts: dict[IPv4Address, IkeHost] = {}
         self.connections: dict[str, ConnectionRuntime] = {}
         self._tunnels: dict[str, tuple[TunnelSupervisor, IkeHost]] = {}  # interface -> ...
+        self._log_fields = log_fields.install(self._tunnels.keys)
         self._applied_up: dict[str, list[bool]] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -262,6 +264,7 @@ class Daemon:
         self.connections.clear()
         self.notifier.close()
         log.info("stopped")
+        logging.getLogger("cgwd.ike").removeFilter(self._log_fields)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)

@@ -65,7 +65,14 @@ def cli(*args: str, timeout: float = 15.0) -> subprocess.CompletedProcess[str]:
 class CgwdProcess:
     """One `cgwd run --config FILE` in the lab's ``cgw`` namespace."""
 
-    def __init__(self, lab: AwsLab, config: Path, socket_path: Path, log_file: Path) -> None:
+    def __init__(
+        self,
+        lab: AwsLab,
+        config: Path,
+        socket_path: Path,
+        log_file: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.lab = lab
         self.config = config
         self.socket = socket_path
@@ -73,7 +80,7 @@ class CgwdProcess:
         self._log = log_file.open("a")
         self.proc = lab.ns["cgw"].popen(
             PYTHON, "-m", "cgwd", "run", "--config", str(config), "--log-level", "debug",
-            stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO),
+            stdout=self._log, stderr=subprocess.STDOUT, cwd=str(REPO), env=env,
         )  # fmt: skip
 
     def log(self) -> str:

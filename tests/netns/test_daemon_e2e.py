@@ -10,6 +10,7 @@ computed with cgwd's code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -60,8 +61,8 @@ class Env:
     daemon: CgwdProcess | None = None
     extra_labs: list[AwsLab] = field(default_factory=list)
 
-    def start(self) -> CgwdProcess:
-        self.daemon = CgwdProcess(self.lab, self.config, self.socket, self.log)
+    def start(self, env: dict[str, str] | None = None) -> CgwdProcess:
+        self.daemon = CgwdProcess(self.lab, self.config, self.socket, self.log, env)
         return self.daemon
 
     def running(self, tunnels: int = 2) -> CgwdProcess:
@@ -359,3 +360,67 @@ def test_two_connections_four_tunnels_in_one_daemon(env: Env) -> None:
     daemon.wait_up(2)
     assert leftovers(lab)["links"] == [T1, T2]
     assert spis(daemon) == before
+
+
+def test_initiate_terminate_and_rekey_from_the_cli(env: Env) -> None:
+    daemon = env.running()
+    lab = env.lab
+    where = ("--socket", str(env.socket))
+    out = cli("terminate", "vpc01", "--tunnel", "2", *where)
+    assert out.returncode == 0 and T2 in out.stdout, out.stderr
+    daemon.wait(lambda d: daemon.tunnels()[T2]["state"] == "down", 10, "tunnel 2 down")
+    lab.wait_tunnel_down(2, timeout=5)  # AWS got our DELETE
+    assert f"dev {T2}" not in routes_in_cgw(lab)
+    out = cli("initiate", "vpc01", "--tunnel", "2", *where)
+    assert out.returncode == 0, out.stderr
+    daemon.wait_up(2)
+    daemon.wait(lambda d: f"dev {T2}" in routes_in_cgw(lab), 5, "tunnel 2 routes back")
+    # A Child SA rekey on demand, make-before-break: new SPIs, no lost ping.
+    old = spis(daemon)[T1]
+    pinger = lab.ns["lan"].popen(
+        "ping", "-n", "-q", "-i", "0.02", "-c", "100", "-W", "1", str(lab.vpc_host_ip),
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(0.5)
+    out = cli("rekey", "vpc01", "--tunnel", "1", *where)
+    assert out.returncode == 0, out.stderr
+    daemon.wait(lambda d: spis(daemon)[T1] not in ([], old), 10, "tunnel 1 rekeyed")
+    ping_out, _ = pinger.communicate(timeout=30)
+    assert " 100 received" in ping_out, ping_out
+    bad = cli("initiate", "nope", *where)
+    assert bad.returncode == 1 and "no connection named 'nope'" in bad.stderr
+
+
+def test_systemd_notify_protocol(env: Env) -> None:
+    """READY=1 once set up, STATUS= lines, the watchdog, RELOADING=1 ... READY=1 around a
+    reload, STOPPING=1: received on a notify socket of the test's own."""
+    if env.daemon is not None:
+        env.daemon.stop()
+    path = env.work / "notify.sock"
+    path.unlink(missing_ok=True)
+    messages: list[str] = []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        sock.settimeout(0.2)
+
+        def drain() -> list[str]:
+            with contextlib.suppress(TimeoutError):
+                while True:
+                    messages.append(sock.recv(4096).decode())
+            return messages
+
+        daemon = env.start({"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "1000000"})
+        daemon.wait_up(2)
+        wait_until(lambda: any("STATUS=2/2 tunnels up" in m for m in drain()), 10, 0.1, "STATUS")
+        ready = [m for m in messages if "READY=1" in m]
+        assert ready and "STATUS=" in ready[0]
+        wait_until(lambda: "WATCHDOG=1" in drain(), 5, 0.1, "watchdog pings")
+        mark = len(messages)
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: any("READY=1" in m for m in drain()[mark:]), 10, 0.1, "reloaded")
+        reload_msgs = [m for m in messages[mark:] if "WATCHDOG" not in m]
+        assert "RELOADING=1" in reload_msgs[0] and "MONOTONIC_USEC=" in reload_msgs[0]
+        code, _ = daemon.stop()
+        assert code == 0
+        assert any("STOPPING=1" in m for m in drain())
+    env.running()  # the next tests get a daemon as usual
