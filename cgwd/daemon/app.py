@@ -148,12 +148,21 @@ class Daemon:
         loop = asyncio.get_running_loop()
         # An invalid configuration stops us before anything on the host is touched.
         loaded = await asyncio.to_thread(self._load)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
         try:
-            await self.start(loaded)
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self._stop.set)
-            loop.add_signal_handler(signal.SIGHUP, self._on_sighup)
-            await self._stop.wait()
+            # SIGTERM during start-up stops it half-way; shutdown removes what was done.
+            starting = asyncio.ensure_future(self.start(loaded))
+            stopping = asyncio.ensure_future(self._stop.wait())
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # start-up errors propagate (after shutdown, below)
+                await stopping
+            else:
+                starting.cancel()
+                await asyncio.gather(starting, return_exceptions=True)
+            stopping.cancel()
             log.info("stopping: deleting the SAs and removing cgwd's routes and interfaces")
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -377,9 +386,19 @@ class Daemon:
         sup.log.info("stopped and removed")
 
     async def start_connection(self, plan: ConnectionPlan) -> ConnectionRuntime:
-        tunnels = []
-        for tunnel in plan.tunnels:
-            tunnels.append(await self.start_tunnel(tunnel))
+        """Start both tunnels of ``plan``; if one fails, the other is stopped again.
+
+        Raises:
+            CgwdError: as `start_tunnel`.
+        """
+        tunnels: list[TunnelSupervisor] = []
+        try:
+            for tunnel in plan.tunnels:
+                tunnels.append(await self.start_tunnel(tunnel))
+        except BaseException:
+            for sup in tunnels:
+                await self.stop_tunnel(sup)
+            raise
         runtime = ConnectionRuntime(plan, tunnels)
         self.connections[plan.name] = runtime
         self._applied_up[plan.name] = [False, False]
@@ -512,6 +531,9 @@ class Daemon:
     # -- reload -----------------------------------------------------------------------------
 
     def _on_sighup(self) -> None:
+        if self.loaded is None:
+            log.warning("SIGHUP during start-up ignored: reload once cgwd is ready")
+            return
         log.info("SIGHUP: reloading %s", self.config_path)
         self._spawn(self._reload_logged())
 

@@ -61,6 +61,7 @@ async def apply_reload(daemon: Daemon) -> str:
         log.warning("configuration: %s", warning)
     diff = diff_configurations(daemon.loaded, new)
     plans = {c.name: c for c in new.connections}
+    failed: list[str] = []
     for change in diff.daemon_changes:
         log.warning("reload: %s changed: restart cgwd to apply it", change)
     for item in diff.connections:
@@ -71,10 +72,16 @@ async def apply_reload(daemon: Daemon) -> str:
                 item.action,
                 f" ({', '.join(item.changes)})" if item.changes else "",
             )
-        await _apply(daemon, item, plans.get(item.name))
+        try:
+            await _apply(daemon, item, plans.get(item.name))
+        except CgwdError as exc:  # e.g. no route to a new endpoint: the others still apply
+            log.error("reload: %s: %s failed: %s", item.name, item.action, exc)
+            failed.append(f"{item.name}: {item.action} failed: {exc}")
     daemon.loaded = new
-    summary = diff.summary()
+    summary = "\n".join([diff.summary(), *failed])
     log.info("reload applied: %s", summary.replace("\n", "; "))
+    if failed:
+        raise CgwdError("configuration applied in part:\n" + summary)
     return summary
 
 
@@ -87,7 +94,11 @@ async def _apply(daemon: Daemon, item: ConnectionDiff, plan: ConnectionPlan | No
         await daemon.start_connection(plan)
         daemon.schedule_route_refresh(plan.name)
         return
-    runtime = daemon.connections[item.name]
+    runtime = daemon.connections.get(item.name)
+    if runtime is None:  # its start failed at an earlier reload: try again
+        await daemon.start_connection(plan)
+        daemon.schedule_route_refresh(plan.name)
+        return
     if item.action == "keep":
         return  # not even the plan object: nothing about the tunnels may move
     for position, new_tunnel in enumerate(plan.tunnels):
