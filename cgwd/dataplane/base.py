@@ -189,6 +189,17 @@ class Dataplane(Protocol):
         """
         ...
 
+    def release_spi(self, tunnel: str, spi: int) -> None:
+        """Give back an SPI from `allocate_spi` that no SA will use (the exchange failed).
+
+        A no-op if ``spi`` is not reserved for ``tunnel`` (installed, released already, or
+        expired after `SPI_RESERVATION_TTL`).
+
+        Raises:
+            UnknownTunnelError: no such tunnel.
+        """
+        ...
+
     async def add_sa(self, sa: SaId, params: SaParams) -> None:
         """Install an SA (see the module docstring for in/out semantics).
 

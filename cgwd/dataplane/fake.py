@@ -84,6 +84,9 @@ class FakeDataplane:
                 t.reserved_spis[spi] = now
                 return spi
 
+    def release_spi(self, tunnel: str, spi: int) -> None:
+        self._tunnel(tunnel).reserved_spis.pop(spi, None)
+
     async def add_sa(self, sa: SaId, params: SaParams) -> None:
         t = self._tunnel(sa.tunnel)
         if sa in t.sas:

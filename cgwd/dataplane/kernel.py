@@ -447,6 +447,16 @@ class KernelDataplane:
             return spi
         raise DataplaneError(f"{what}: no free SPI after 16 attempts")
 
+    def release_spi(self, tunnel: str, spi: int) -> None:
+        t = self._tunnel(tunnel)
+        if spi not in t.reserved_spis:
+            return
+        t.reserved_spis.discard(spi)
+        self._spi_owner.pop(spi, None)
+        # The larval SA of ALLOCSPI; it may have expired already (30 s), which is fine.
+        with contextlib.suppress(DataplaneError):
+            self._delete_sa(t, SaId(tunnel, "in", spi))
+
     def _sa_spec(self, t: _Tunnel, sa: SaId, params: SaParams) -> m.SaSpec:
         inbound = sa.direction == "in"
         local, remote = t.spec.local_outside, t.spec.remote_outside

@@ -271,6 +271,11 @@ class UserspaceDataplane:
                 t.reserved_spis[spi] = now
                 return spi
 
+    def release_spi(self, tunnel: str, spi: int) -> None:
+        t = self._tunnel(tunnel)
+        if t.reserved_spis.pop(spi, None) is not None and spi not in t.inbound:
+            self._spi_owner.pop(spi, None)
+
     async def add_sa(self, sa: SaId, params: SaParams) -> None:
         async with self._lock:  # one control operation at a time: they await in between
             await self._add_sa(sa, params)
