@@ -74,6 +74,14 @@ class ChildSaRemoved:
 
 
 @dataclass(frozen=True)
+class InboundSpiReleased:
+    """Free the reservation of ``sa.spi``, an inbound SPI allocated for an exchange that
+    failed or was abandoned (no SA was installed with it; see `Dataplane.release_spi`)."""
+
+    sa: SaId
+
+
+@dataclass(frozen=True)
 class LogEvent:
     """A line for the log; ``name`` is a stable event name (§11) for matching."""
 
@@ -83,4 +91,12 @@ class LogEvent:
     fields: dict[str, str | int | float] = field(default_factory=dict)
 
 
-Event = IkeEstablished | IkeDown | ChildSaInstalled | ChildOutboundReady | ChildSaRemoved | LogEvent
+Event = (
+    IkeEstablished
+    | IkeDown
+    | ChildSaInstalled
+    | ChildOutboundReady
+    | ChildSaRemoved
+    | InboundSpiReleased
+    | LogEvent
+)

@@ -37,6 +37,7 @@ from cgwd.ike.events import (
     Event,
     IkeDown,
     IkeEstablished,
+    InboundSpiReleased,
     LogEvent,
 )
 from cgwd.ike.v2.session import IkeSession
@@ -48,6 +49,7 @@ NAT_T_PORT = 4500  # RFC 3948, RFC 7296 §2.23
 MAX_DATAGRAM = 65535
 
 EventSink = Callable[[IkeSession, Event], None]
+_DATAPLANE_EVENTS = (ChildSaInstalled, ChildOutboundReady, ChildSaRemoved, InboundSpiReleased)
 
 
 @dataclass
@@ -238,7 +240,7 @@ class IkeHost:
         events = session.events()
         if slot is not None:
             for event in events:
-                if isinstance(event, ChildSaInstalled | ChildSaRemoved | ChildOutboundReady):
+                if isinstance(event, _DATAPLANE_EVENTS):
                     slot.actions.put_nowait(event)
         for out in session.datagrams_to_send():
             transport = self._transports.get(out.src_port)
@@ -310,6 +312,14 @@ class IkeHost:
             except DataplaneError as exc:
                 self.counters.dataplane_errors += 1
                 log.error("%s dataplane: %s", slot.session.config.tunnel, exc)
+            except Exception as exc:  # a bug must not stop this session's later actions
+                self.counters.dataplane_errors += 1
+                log.error(
+                    "%s dataplane: internal error: %s: %s",
+                    slot.session.config.tunnel,
+                    type(exc).__name__,
+                    exc,
+                )
             finally:
                 slot.actions.task_done()
 
@@ -329,7 +339,8 @@ async def apply_sa_event(dp: Dataplane, event: Event) -> None:
     becomes current); a removal takes the outbound SAs out before the inbound ones. The
     sessions emit a successor's outbound half before the removal of the SA it replaces, so
     a tunnel always has a current outbound SA across a rekey. Removing an SA that is not
-    installed (any more) is logged at debug level, not raised.
+    installed (any more), or releasing an SPI that is no longer reserved, is logged at
+    debug level, not raised.
 
     Raises:
         DataplaneError: an install failed.
@@ -346,3 +357,8 @@ async def apply_sa_event(dp: Dataplane, event: Event) -> None:
                 await dp.remove_sa(sa)
             except DataplaneError as exc:
                 log.debug("removing %s: %s", sa, exc)
+    elif isinstance(event, InboundSpiReleased):
+        try:
+            dp.release_spi(event.sa.tunnel, event.sa.spi)
+        except DataplaneError as exc:
+            log.debug("releasing %s: %s", event.sa, exc)

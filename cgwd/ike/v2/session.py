@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cgwd.dataplane.base import SaId
 from cgwd.ike.constants import IKE_HEADER_LENGTH, ExchangeType, NotifyType, PayloadType, ProtocolId
 from cgwd.ike.decode_errors import (
     IkeDecodeError,
@@ -39,6 +40,7 @@ from cgwd.ike.events import (
     Event,
     IkeDown,
     IkeEstablished,
+    InboundSpiReleased,
     LogEvent,
     LogLevel,
 )
@@ -49,6 +51,7 @@ from cgwd.ike.v2.message import Message, decode_header, decode_message, encode_m
 from cgwd.ike.v2.payloads import DeletePayload
 from cgwd.ike.v2.rekey_coordination import RekeyCoordination
 from cgwd.ike.v2.sa import ChildSa, IkeSa, IkeSessionConfig
+from cgwd.ike.v2.spi_reservations import SpiAllocator, SpiReservations
 from cgwd.ike.v2.states import ChildState, IkeState
 from cgwd.ike.v2.status import session_status
 from cgwd.ike.v2.task_manager import GiveUp, RequestKind, Retransmit, redundant_exchange
@@ -67,8 +70,6 @@ from cgwd.ike.v2.tasks.informational import DeleteChild, DeleteIke, Dpd, respond
 ZERO_SPI = bytes(8)
 OUTBOUND_SWITCH_GRACE = 5.0  # responder of a rekey: send on the new SA by then at the latest
 DUPLICATE_DELETE_GRACE = 5.0  # the peer's redundant duplicate IKE SA: we delete it after
-
-SpiAllocator = Callable[[], int]
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,7 @@ class IkeSession(RekeyCoordination):
     ) -> None:
         self.config = config
         self.rng = rng
-        self._spi_allocator = spi_allocator
+        self._spis = SpiReservations(spi_allocator)
         self.ike_sas: list[IkeSa] = []
         self._current: IkeSa | None = None
         self.children: dict[int, ChildSa] = {}
@@ -154,6 +155,7 @@ class IkeSession(RekeyCoordination):
                 self._send_delete_notice(sa)
             self._drop_ike(sa)
         self._remove_all_children("terminated")
+        self._release_unheld_spis()
         if self._current is not None:
             self._current = None
             self._down("terminated", None)
@@ -167,6 +169,7 @@ class IkeSession(RekeyCoordination):
         except Exception as exc:  # last line of defence: never let a peer crash the daemon
             self.counters["internal_error"] += 1
             self.log("internal_error", f"dropped a message: {type(exc).__name__}", "error")
+        self._release_unheld_spis()
 
     def handle_timer(self, now: float) -> None:
         """Retransmit, give up, probe, rekey, expire and re-initiate whatever is due."""
@@ -175,6 +178,7 @@ class IkeSession(RekeyCoordination):
         except Exception as exc:
             self.counters["internal_error"] += 1
             self.log("internal_error", f"timer handling failed: {type(exc).__name__}", "error")
+        self._release_unheld_spis()
 
     def datagrams_to_send(self) -> list[Outgoing]:
         out, self._out = self._out, []
@@ -224,7 +228,13 @@ class IkeSession(RekeyCoordination):
         return self
 
     def allocate_spi(self) -> int:
-        return self._spi_allocator()
+        return self._spis.allocate()
+
+    def _release_unheld_spis(self) -> None:
+        """Release the inbound SPIs of exchanges that ended without installing an SA."""
+        held = [t.spi_in for sa in self.ike_sas for t in (sa.tm.active, *sa.tm.queued) if t]
+        for spi in self._spis.sweep(held):
+            self.emit(InboundSpiReleased(SaId(self.config.tunnel, "in", spi)))
 
     def emit(self, event: Event) -> None:
         self._events.append(event)
@@ -266,6 +276,7 @@ class IkeSession(RekeyCoordination):
             delay_outbound = True
         child.state = ChildState.INSTALLED
         child.out_installed = not delay_outbound
+        self._spis.installed(child.spi_in)
         if delay_outbound and child.ike_spi_i == self._current_spi():
             child.outbound_at = child.created_at + OUTBOUND_SWITCH_GRACE
         self.children[child.child_id] = child

@@ -81,6 +81,9 @@ class Task:
 
     name = "task"
     exchange = 0
+    spi_in: int | None = None
+    """The inbound SPI this exchange allocated, if any: the session releases it once the
+    task is neither queued nor active and no SA was installed with it."""
 
     def __init__(self, session: SessionOps, sa: IkeSa) -> None:
         self.session = session
