@@ -53,6 +53,7 @@ log = logging.getLogger("cgwd.daemon")
 SHUTDOWN_BUDGET = 5.0  # seconds from SIGTERM to nothing left behind (issue 7)
 DELETE_GRACE = 1.0  # of which waiting for the peers' DELETE responses
 STATUS_INTERVAL = 1.0  # how often STATUS= and the routes are re-checked
+ACTIONS_WAIT = 2.0  # routes wait this long at most for queued SA installs/removals
 
 NetOpsFactory = Callable[[], NetOps]
 DataplaneFactory = Callable[[str], Dataplane]
@@ -462,8 +463,11 @@ class Daemon:
 
     async def _refresh_routes(self, name: str) -> None:
         try:
-            for host in list(self.hosts.values()):
-                await host.drain_actions()
+            async with asyncio.timeout(ACTIONS_WAIT):
+                for host in list(self.hosts.values()):
+                    await host.drain_actions()
+        except TimeoutError:  # a stuck dataplane must not freeze the routes too
+            log.warning("%s: SA changes still pending after %g s", name, ACTIONS_WAIT)
         finally:
             self._refreshing.discard(name)
         self.apply_routes(name)
