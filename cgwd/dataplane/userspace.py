@@ -71,6 +71,7 @@ from cgwd.dataplane.sockets import (
     open_raw_esp,
     open_udp_encap,
     send_gso,
+    split_gro,
 )
 from cgwd.dataplane.tcp_coalesce import VNET_HDR_LEN, TcpCoalescer
 from cgwd.dataplane.tun import configure_tun, open_tun, remove_link
@@ -591,7 +592,7 @@ class UserspaceDataplane:
         handle_esp = self._handle_esp
         for _ in range(self._batch):
             try:
-                n, anc, _flags, _addr = recv(bufs, GRO_CMSG_SPACE, socket.MSG_DONTWAIT)
+                n, anc, flags, _addr = recv(bufs, GRO_CMSG_SPACE, socket.MSG_DONTWAIT)
             except BlockingIOError:
                 return
             except OSError as exc:
@@ -599,10 +600,19 @@ class UserspaceDataplane:
                     continue
                 raise
             seg = gro_segment_size(anc) if anc else 0
-            if seg <= 0 or seg >= n:
-                seg = n
-            for off in range(0, n, seg):
-                d = view[off : off + seg]
+            if flags & socket.MSG_TRUNC:
+                # Larger than the buffer (no single datagram can be): keep the complete
+                # segments of a coalesced run, count the cut-off rest once.
+                self._drop(t, "malformed", "(receive larger than the buffer)")
+                n = n - n % seg if 0 < seg < n else 0
+                if not n:
+                    continue
+            elif not n:  # an empty datagram: neither ESP, IKE nor a keepalive
+                self._drop(t, "malformed", "(empty UDP datagram)")
+                continue
+            # Only view[:n] was received: the last datagram of a coalesced run may be
+            # shorter than the segment size, and the rest of the buffer is stale.
+            for d in split_gro(view[:n], seg):
                 # ESP starts with a non-zero SPI (RFC 4303 §2.1); IKE behind the non-ESP
                 # marker and 1-octet keepalives (RFC 3948 §2.2, 2.3) take the long way.
                 if len(d) >= ESP_MIN_HEADER and (d[0] or d[1] or d[2] or d[3]):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface
@@ -27,7 +28,9 @@ from cgwd.dataplane.base import (
     TunnelSpec,
     UdpEncap,
 )
+from cgwd.dataplane.sockets import UDP_GRO, UDP_SEGMENT
 from cgwd.dataplane.userspace import UserspaceDataplane
+from cgwd.esp.sa import OutboundSa, SaCounters
 from cgwd.esp.suites import suite_by_name
 from cgwd.lab.netns import Netns, Topology
 from cgwd.secret import Secret
@@ -214,3 +217,103 @@ def test_spi_reservations_expire_unless_installed(namespaces: tuple[Netns, Netns
 
     _unused, used, error = run_async_in_netns(ours.name, body)
     assert f"0x{used:08x}" in error and "in use" in error
+
+
+def _inner_udp(size: int, ident: int) -> bytes:
+    """An IPv4/UDP packet of ``size`` octets, peer inside -> our inside (UDP checksum 0,
+    allowed in IPv4: RFC 768)."""
+    header = struct.pack(
+        "!BBHHHBBH4s4s", 0x45, 0, size, ident, 0x4000, 64, 17, 0,
+        SPEC.remote_inside.packed, SPEC.local_inside.ip.packed,
+    )  # fmt: skip
+    header = header[:10] + struct.pack("!H", _ipv4_checksum(header)) + header[12:]
+    udp = struct.pack("!HHHH", 40000, 9, size - 20, 0)
+    return header + udp + bytes([ident & 0xFF]) * (size - 28)
+
+
+def _ipv4_checksum(header: bytes) -> int:
+    total = sum(struct.unpack("!10H", header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def _send_segmented(sock: socket.socket, datagrams: list[bytes]) -> None:
+    """One sendmsg of equal-size datagrams (the last may be shorter) with UDP_SEGMENT."""
+    segment = len(datagrams[0])
+    assert all(len(d) == segment for d in datagrams[:-1]) and len(datagrams[-1]) <= segment
+    sock.sendmsg([b"".join(datagrams)], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("=H", segment))])
+
+
+def _kernel_delivers_segmented_sends_whole(ours: Netns, peer: Netns) -> bool:
+    """Whether a UDP_SEGMENT send reaches a UDP_GRO socket as one coalesced receive (with
+    the segment size in a cmsg), which is the receive path under test."""
+    receiver = udp_socket(ours, LOCAL, 4600)
+    sender = udp_socket(peer, REMOTE, 4600)
+    try:
+        receiver.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+        sender.connect((LOCAL, 4600))
+        _send_segmented(sender, [b"a" * 100, b"b" * 100, b"c" * 40])
+        if not select.select([receiver], [], [], 2)[0]:
+            return False
+        data, anc, _flags, _addr = receiver.recvmsg(1000, socket.CMSG_SPACE(4))
+        return len(data) == 240 and any(
+            level == socket.SOL_UDP and kind == UDP_GRO and struct.unpack("=i", cmsg[:4])[0] == 100
+            for level, kind, cmsg in anc
+        )
+    finally:
+        receiver.close()
+        sender.close()
+
+
+def test_a_coalesced_run_with_a_shorter_last_packet_is_split_at_its_real_end(
+    namespaces: tuple[Netns, Netns],
+) -> None:
+    """A GSO sender ends a run with a shorter packet; UDP GRO hands the run over in one
+    receive whose cmsg gives the (longer) segment size. The last ESP packet must be cut at
+    the end of what was received, not at a full segment (whose tail would be stale buffer
+    contents, failing authentication)."""
+    ours, peer = namespaces
+    if not _kernel_delivers_segmented_sends_whole(ours, peer):
+        pytest.skip("this kernel does not deliver UDP_SEGMENT sends whole to UDP_GRO sockets")
+    keymat = Secret(bytes(range(20)))
+    sender_sa = OutboundSa(0x5003, GCM, keymat, udp_encap=True)
+    # A full run first (leaves full-size ciphertext in the receive buffer), then runs
+    # ending in a shorter packet, of various lengths.
+    # 1297 pads to 4 octets less than 1300 (RFC 4303 2.4): the shortest possible difference.
+    runs = [[1300] * 4, [1300, 1300, 1300, 500], [1300, 1300, 1297], [600, 600, 77]]
+    inner = [
+        [_inner_udp(size, 16 * r + i) for i, size in enumerate(run)] for r, run in enumerate(runs)
+    ]
+    esp_runs = [[bytes(sender_sa.encapsulate(p) or b"") for p in run] for run in inner]
+    peer_sock = udp_socket(peer, REMOTE, 4500)
+
+    async def body() -> tuple[SaCounters, dict[str, int]]:
+        dp = UserspaceDataplane()
+        sa = SaId(SPEC.name, "in", 0x5003)
+        try:
+            await dp.open_tunnel(SPEC)
+            await dp.add_sa(sa, SaParams(GCM, keymat, encap=UdpEncap()))
+            peer_sock.connect((LOCAL, 4500))
+            for run in esp_runs:
+                _send_segmented(peer_sock, run)
+                await asyncio.sleep(0.05)  # one receive per run
+            deadline = time.monotonic() + 5
+            total = sum(len(run) for run in runs)
+            while time.monotonic() < deadline:
+                counters = dp.sa_counters(sa)
+                if counters.packets + counters.dropped >= total:
+                    break
+                await asyncio.sleep(0.05)
+            return dp.sa_counters(sa), dp.tunnel_counters(SPEC.name).drops
+        finally:
+            await dp.close()
+
+    try:
+        counters, tunnel_drops = run_async_in_netns(ours.name, body)
+    finally:
+        peer_sock.close()
+    assert counters.drops == {}
+    assert counters.packets == sum(len(run) for run in runs)
+    assert counters.bytes == sum(len(p) for run in inner for p in run)
+    assert "malformed" not in tunnel_drops and "internal" not in tunnel_drops

@@ -4,7 +4,9 @@ Each command prints one JSON line with its result. Every wait is bounded by a ti
 
     ping DST COUNT                       ICMP echo (raw socket), replies counted
     tcp-echo-server BIND PORT            accept one connection, echo it back, then exit
-    tcp-client DST PORT BYTES            send BYTES random bytes, read the echo; sha256 of both
+    tcp-client DST PORT BYTES [MAX_WRITE] send BYTES random bytes, read the echo; sha256 of both
+                                         (MAX_WRITE: writes of 1..MAX_WRITE octets with TCP_NODELAY,
+                                         so segments of many sizes, most short, leave)
     udp-sink BIND PORT SECONDS           count datagrams carrying 8-byte sequence numbers
     udp-stream DST PORT RATE SECONDS     send sequence-numbered datagrams at RATE per second
     flood-udp SRC DST SECONDS SPIS       garbage to DST:4500 from SRC:4500 (SO_REUSEPORT)
@@ -79,9 +81,12 @@ def tcp_echo_server(bind: str, port: int) -> dict[str, object]:
     return {"echoed": total}
 
 
-def tcp_client(dst: str, port: int, size: int) -> dict[str, object]:
+def tcp_client(dst: str, port: int, size: int, max_write: int = 0) -> dict[str, object]:
     data = os.urandom(size)
     conn = socket.create_connection((dst, port), timeout=30)
+    rng = random.Random(size)
+    if max_write:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sent_hash = hashlib.sha256(data).hexdigest()
     received = hashlib.sha256()
     got = 0
@@ -94,7 +99,8 @@ def tcp_client(dst: str, port: int, size: int) -> dict[str, object]:
         readable, writable, _ = select.select([conn], want_write, [], 1.0)
         if writable:
             with contextlib.suppress(BlockingIOError):
-                offset += conn.send(view[offset : offset + 65536])
+                step = rng.randint(1, max_write) if max_write else 65536
+                offset += conn.send(view[offset : offset + step])
             if offset >= size:
                 conn.shutdown(socket.SHUT_WR)
         if readable:
@@ -217,7 +223,7 @@ def main(argv: list[str]) -> None:
     elif cmd == "tcp-echo-server":
         result = tcp_echo_server(args[0], int(args[1]))
     elif cmd == "tcp-client":
-        result = tcp_client(args[0], int(args[1]), int(args[2]))
+        result = tcp_client(args[0], int(args[1]), int(args[2]), *map(int, args[3:4]))
     elif cmd == "udp-sink":
         result = udp_sink(args[0], int(args[1]), float(args[2]))
     elif cmd == "udp-stream":
