@@ -157,6 +157,8 @@ class Pair:
         self.now = 1000.0
         self.loop = asyncio.new_event_loop()
         self.nat = nat
+        self.nat_port_base = 40000  # the NAT maps the CGW's port p to public port base + p
+        self.nat_dropped = 0  # datagrams to a public port the NAT no longer maps
         self.filter: Filter | None = None
         self.hold: Filter | None = None  # True: keep the datagram back until release()
         self.held: list[tuple[Endpoint, Endpoint, Outgoing]] = []
@@ -214,10 +216,16 @@ class Pair:
             return
         src_ip, src_port = sender.ip, out.src_port
         if self.nat and sender is self.cgw:
-            src_ip, src_port = NAT_PUBLIC_IP, 40000 + out.src_port  # a port-rewriting NAT
+            src_ip, src_port = NAT_PUBLIC_IP, self.nat_port_base + out.src_port  # port-rewriting
         dst_port = out.dst[1]
         if self.nat and receiver is self.cgw:
-            dst_port = dst_port - 40000
+            dst_port = dst_port - self.nat_port_base
+            if dst_port not in (
+                receiver.session.config.ike_port,
+                receiver.session.config.nat_t_port,
+            ):
+                self.nat_dropped += 1  # a mapping the NAT has forgotten (it rebound)
+                return
         self.delivered += 1
         receiver.session.receive_datagram(
             out.data, (src_ip, src_port), (receiver.ip, dst_port), self.now

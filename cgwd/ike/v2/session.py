@@ -48,6 +48,7 @@ from cgwd.ike.retransmit import jitter_from_bytes
 from cgwd.ike.rng import Rng
 from cgwd.ike.v2 import wire
 from cgwd.ike.v2.message import Message, decode_header, decode_message, encode_message
+from cgwd.ike.v2.nat_mapping import track_peer_address
 from cgwd.ike.v2.payloads import DeletePayload
 from cgwd.ike.v2.rekey_coordination import RekeyCoordination
 from cgwd.ike.v2.sa import ChildSa, IkeSa, IkeSessionConfig
@@ -429,7 +430,12 @@ class IkeSession(RekeyCoordination):
             return
         # Authenticated from here on.
         sa.last_heard = now
-        self._track_peer_address(sa, src, dst)
+        fresh = (
+            sa.tm.matches_response(hdr.message_id) is not None
+            if msg.response
+            else sa.tm.classify_request(hdr.message_id) == RequestKind.NEW
+        )
+        track_peer_address(self, sa, src, dst, now, fresh=fresh)
         rec = wire.Received(msg, data)
         if msg.response:
             self._on_response(sa, rec, now)
@@ -448,14 +454,6 @@ class IkeSession(RekeyCoordination):
         except IkeDecodeError:
             return False
         return True
-
-    def _track_peer_address(self, sa: IkeSa, src: tuple[str, int], dst: tuple[str, int]) -> None:
-        """§2.23: follow the peer to port 4500 / a new NAT mapping (authenticated only)."""
-        if dst[1] == self.config.nat_t_port and not sa.nat_t:
-            sa.nat_t = True  # the peer floated to NAT-T (strongSwan's libipsec always does)
-            sa.local_port = dst[1]
-        if src[1] != sa.remote_port and (sa.nat_local or sa.nat_remote or sa.nat_t):
-            sa.remote_port = src[1]
 
     def _on_init_request(
         self, data: bytes, spi_i: bytes, src: tuple[str, int], dst: tuple[str, int], now: float
