@@ -46,6 +46,7 @@ class Cgwd:
     """One IKEv1 run_tunnel process in the lab's cgw namespace."""
 
     def __init__(self, lab: AwsLab, workdir: Path, *extra: str) -> None:
+        self.lab = lab
         self.status_file = workdir / "status.json"
         self.status_file.unlink(missing_ok=True)
         self.log_file = workdir / "cgwd.log"
@@ -80,7 +81,10 @@ class Cgwd:
             raise AssertionError(f"{exc}\n--- cgwd:\n{self.log()[-4000:]}") from None
 
     def wait_up(self, timeout: float = 20.0) -> dict[str, Any]:
+        """Up at both ends: charon installs its IPsec SA on Quick Mode message 3, which
+        leaves after ours is installed."""
         self.wait(lambda s: s.get("phase2") == "Established", timeout, "tunnel up")
+        self.lab.wait_tunnel_up(1, timeout=timeout)
         return self.status()
 
     def log(self) -> str:
