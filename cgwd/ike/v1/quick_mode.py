@@ -144,6 +144,7 @@ def timer(session: Ikev1Session, key: tuple[bytes, int], qm: QuickMode, now: flo
     policy = session.config.retransmit
     if session.retransmit_due(qm.flight, policy, now, sa):
         del session.quick_modes[key]
+        session.abandon_quick_mode(qm)
         if qm.initiator:
             session.log("child_create_failed", "Phase 2 was unable to establish", "warning")
             old = None if qm.rekey_of is None else session.children.get(qm.rekey_of)
@@ -336,7 +337,7 @@ def _fail_qm(
     session: Ikev1Session, qm: QuickMode, why: str, now: float, retry: float = 10.0
 ) -> None:
     qm.flight.next_at = None
-    qm.state = "done"
+    session.abandon_quick_mode(qm)
     qm.forget_at = now
     session.log("child_create_failed", f"Phase 2 was unable to establish: {why}", "warning")
     old = None if qm.rekey_of is None else session.children.get(qm.rekey_of)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from cgwd.dataplane.base import SaId
 from cgwd.ike.decode_errors import IkeDecodeError
 from cgwd.ike.events import (
     ChildOutboundReady,
@@ -31,6 +32,7 @@ from cgwd.ike.events import (
     Event,
     IkeDown,
     IkeEstablished,
+    InboundSpiReleased,
     LogEvent,
     LogLevel,
 )
@@ -132,6 +134,8 @@ class Ikev1Session:
             if sa.state == "established":
                 informational.send_delete_isakmp(self, sa)
             self.drop_isakmp(sa)
+        for qm in self.quick_modes.values():
+            self.abandon_quick_mode(qm)
         self.quick_modes.clear()
         if cur is not None:
             self.current = None
@@ -301,6 +305,12 @@ class Ikev1Session:
 
     def _qm_in_flight(self) -> bool:
         return any(q.initiator and q.state == "sent1" for q in self.quick_modes.values())
+
+    def abandon_quick_mode(self, qm: QuickMode) -> None:
+        """Our Quick Mode ends without an SA: give its inbound SPI back to the dataplane."""
+        if qm.initiator and qm.state == "sent1":
+            qm.state = "done"
+            self.emit(InboundSpiReleased(SaId(self.config.tunnel, "in", qm.spi_in)))
 
     def install_child(
         self,
@@ -473,7 +483,7 @@ class Ikev1Session:
         if sa in self.isakmp_sas:
             self.isakmp_sas.remove(sa)
         for key in [k for k in self.quick_modes if k[0] == sa.cky_i]:
-            del self.quick_modes[key]
+            self.abandon_quick_mode(self.quick_modes.pop(key))
         if self.current is sa:
             self.current = None
             rest = [s for s in self.isakmp_sas if s.state == "established"]

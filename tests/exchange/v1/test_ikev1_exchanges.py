@@ -16,7 +16,7 @@ from ikev1_pair import (
 )
 
 from cgwd.dataplane.base import SaId
-from cgwd.ike.events import ChildSaRemoved, IkeDown, IkeEstablished
+from cgwd.ike.events import ChildSaRemoved, IkeDown, IkeEstablished, InboundSpiReleased
 from cgwd.ike.retransmit import ReconnectBackoff, RetransmitPolicy
 from cgwd.ike.v1.constants import VID_NAT_T_RFC
 from cgwd.ike.v1.message import decode_header
@@ -384,3 +384,17 @@ def test_quick_mode_finds_the_pfs_group_the_peer_allows() -> None:
     assert st["phase2"] == "Established" and st["children"][0]["pfs_group"] == 2
     assert "child_create_failed" in pair.cgw.log_names()
     assert_tunnel_up(pair)
+
+
+def test_failed_quick_modes_give_their_spis_back() -> None:
+    only_2 = aws_tunnel(
+        p1=(("AES128", "AES256"), ("SHA1", "SHA2-256"), (21, 2)),
+        p2=(("AES128",), ("SHA1",), (2,)),
+    )
+    pair = V1Pair(aws_config=config_for(AWS_IP, CGW_IP, only_2))
+    pair.establish()
+    pair.run_for(30)
+    released = [e.sa for e in pair.cgw.events if isinstance(e, InboundSpiReleased)]
+    assert released and all(sa.direction == "in" for sa in released)
+    installed = {sa.spi for sa in pair.cgw.installed()}
+    assert not installed & {sa.spi for sa in released}
