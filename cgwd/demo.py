@@ -189,6 +189,8 @@ dpd_retries = {DPD_RETRIES}
             cgwd.print_status()
 
             step("Pinging the VPC host from the LAN host, through the tunnels")
+            # The endpoints' return paths follow their Child SAs a moment later.
+            wait_for(lambda: "0% packet loss" in ping(lab, 1), 20, "the VPC host to answer")
             say(f"    {ping(lab)}")
 
             step("Cutting tunnel 1's outside path (all packets to/from its AWS endpoint dropped)")
@@ -215,6 +217,7 @@ dpd_retries = {DPD_RETRIES}
                 lambda: cgwd.tunnels().get(1, {}).get("active") is True, 60, "tunnel 1 back"
             )
             say(f"    tunnel 1 re-negotiated and carries the traffic again after {took:.1f} s")
+            wait_for(lambda: "0% packet loss" in ping(lab, 1), 20, "the VPC over tunnel 1")
             say(f"    {ping(lab)}")
         except BaseException:
             say("\n--- the last lines of cgwd's log:")
