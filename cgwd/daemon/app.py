@@ -348,13 +348,15 @@ class Daemon:
             plan.remote_address,
         )  # fmt: skip
         await self.dataplane.open_tunnel(spec)
-        session = self._session(plan, local)
-        sup = TunnelSupervisor(plan, session)
         try:
+            sup = TunnelSupervisor(plan, self._session(plan, local))
             self.net.configure_tunnel(sup.interface())
-        except NetOpsError:
-            await self.dataplane.close_tunnel(plan.interface)
+        except BaseException:
+            with contextlib.suppress(CgwdError):
+                self.net.release_tunnel(plan.interface)
+                await self.dataplane.close_tunnel(plan.interface)
             raise
+        session = sup.session
         self._tunnels[plan.interface] = (sup, host)
         sup.log.info(
             "starting: %s -> %s, IKE%s, inside %s, MTU %d, MSS %d",
