@@ -457,3 +457,27 @@ def test_reload_with_changed_preference_moves_routes_and_keeps_the_sas(env: Env)
     reply = cli("reload", "--socket", str(env.socket))
     assert reply.returncode == 0 and _carrier(daemon) == [T1]
     assert spis(daemon) == before
+
+
+def test_behind_nat(tmp_path: Path) -> None:
+    """The router behind a NAT: IKE from the private address (the kernel's choice), the IKE
+    identity the download's public one, NAT detected, ESP in UDP 4500."""
+    require_strongswan()
+    aws = private_copy(SAMPLE, tmp_path)
+    options = LabOptions.for_tests(nat=True, lan=False)
+    with AwsLab(load_aws_config(aws), options) as lab:
+        assert lab.cgw_local_ip != lab.cgw_outside_ip
+        config = tmp_path / "cgwd.toml"
+        sock = tmp_path / "control.sock"
+        config.write_text(daemon_toml(sock, connection_toml("vpc01", aws, ["10.99.0.0/16"], **DPD)))
+        daemon = CgwdProcess(lab, config, sock, tmp_path / "cgwd.log")
+        try:
+            doc = daemon.wait_up(2)
+            for t in doc["connections"][0]["tunnels"]:
+                assert t["customer_gateway_outside_ip"] == str(lab.cgw_outside_ip)
+                assert t["ike"]["nat_detected"] is True and t["ike"]["local_port"] == 4500
+                assert t["child_sas"][0]["udp_encap"] is True
+            assert ping(lab, "cgw", lab.vpc_host_ip)
+        finally:
+            code, _ = daemon.stop()
+        assert code == 0
