@@ -391,6 +391,12 @@ def test_initiate_terminate_and_rekey_from_the_cli(env: Env) -> None:
     received = int(re.search(r"(\d+) received", ping_out).group(1))  # type: ignore[union-attr]
     drops = [line for line in daemon.log().splitlines() if "dropped packet" in line]
     assert received >= 99, ping_out + "\n".join(drops[-10:])
+    # An IKE SA rekey on demand: new IKE SPIs, the Child SA carries on.
+    old_ike = daemon.tunnels()[T2]["ike"]["local_spi"]
+    out = cli("rekey", "vpc01", "--tunnel", "2", "--ike", *where)
+    assert out.returncode == 0, out.stderr
+    daemon.wait(lambda d: daemon.tunnels()[T2]["ike"]["local_spi"] != old_ike, 10, "IKE SA rekeyed")
+    assert daemon.tunnels()[T2]["state"] == "up"
     bad = cli("initiate", "nope", *where)
     assert bad.returncode == 1 and "no connection named 'nope'" in bad.stderr
 
