@@ -375,7 +375,11 @@ def test_behind_nat(tmp_path: Path) -> None:
                 20,
                 "rekeyed behind the NAT",
             )
-            assert lab.ping("cgw", lab.vpc_host_ip, count=3)
+            # (connectivity on the new SA; loss across rekeys is the stream tests' job)
+            time.sleep(1.0)
+            assert lab.ping("cgw", lab.vpc_host_ip, count=3), cgwd.log()[-4000:] + "\n".join(
+                lab.log(1).splitlines()[-60:]
+            )
         finally:
             cgwd.stop()
 
