@@ -191,6 +191,15 @@ class Daemon:
         )
         log.info("dataplane: %s (%s)", kind, self.dataplane_reason)
         self.dataplane = self._dataplane_factory(kind)
+        # The control socket first: it refuses to start while another cgwd serves it, before
+        # anything below could touch that cgwd's routes, rules or SAs.
+        socket_path = Path(loaded.config.daemon.control_socket)
+        with contextlib.suppress(OSError):
+            socket_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+        control = ControlServer(socket_path)
+        self._register_handlers(control)
+        await control.start()
+        self.control = control  # only now: closing it removes the socket file
         starter = getattr(self.dataplane, "start", None)
         if starter is not None:
             await starter()
@@ -207,15 +216,10 @@ class Daemon:
                 "IP forwarding is off (net.ipv4.ip_forward = 0): hosts behind this router "
                 "cannot reach the VPC; enable it with sysctl -w net.ipv4.ip_forward=1"
             )
-        socket_path = Path(loaded.config.daemon.control_socket)
-        with contextlib.suppress(OSError):
-            socket_path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-        self.control = ControlServer(socket_path)
-        self._register_handlers(self.control)
-        await self.control.start()
-        self.loaded = loaded
-        for plan in loaded.connections:
-            await self.start_connection(plan)
+        async with self._reload_lock:  # a reload waits until every tunnel is started
+            self.loaded = loaded
+            for plan in loaded.connections:
+                await self.start_connection(plan)
         self._spawn(self._status_loop())
         timeout = watchdog_timeout()
         if timeout is not None:

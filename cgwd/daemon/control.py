@@ -77,6 +77,8 @@ def register_handlers(daemon: Daemon, server: ControlServer) -> None:
 
     async def reload(params: dict[str, Any]) -> Any:
         _only(params, set())
+        if daemon.loaded is None:
+            raise CgwdError("cgwd is still starting: reload once it is ready")
         summary = await daemon.reload()
         return {"message": f"configuration applied: {summary}"}
 

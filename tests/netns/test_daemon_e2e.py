@@ -215,6 +215,19 @@ def test_syn_inside_the_tunnel_carries_the_clamped_mss(env: Env) -> None:
     assert re.findall(r"mss (\d+)", out) == [str(EXPECTED_MSS)], out
 
 
+def test_a_second_cgwd_refuses_to_start_and_disturbs_nothing(env: Env) -> None:
+    daemon = env.running()
+    before, routes = spis(daemon), routes_in_cgw(env.lab)
+    second = env.lab.run(
+        "cgw", PYTHON, "-m", "cgwd", "run", "--config", str(env.config), check=False
+    )
+    assert second.returncode == 1
+    assert "another cgwd is already serving" in second.stderr, second.stderr
+    assert env.socket.exists() and spis(daemon) == before
+    assert routes_in_cgw(env.lab) == routes and leftovers(env.lab)["nft_table"] is True
+    assert ping(env.lab, "lan", env.lab.vpc_host_ip)
+
+
 def test_malformed_control_requests_get_errors_and_tunnels_stay(env: Env) -> None:
     daemon = env.running()
     before = spis(daemon)
