@@ -455,7 +455,9 @@ class UserspaceDataplane:
         while not t.stopping:
             poller.poll(POLL_MS)
             out = t.outbound
-            room = out.sa.header_room if out is not None else 0
+            # Without an outbound SA packets are still read (to be counted as no_sa): the
+            # vnet header needs room before them, and an empty read buffer would read 0.
+            room = out.sa.header_room if out is not None else VNET_HDR_LEN
             gso = out is not None and out.udp is not None and out.udp.gso
             off = 0  # the GSO run so far: `count` ESP packets of `seg` octets in buf[0:off]
             count = 0
@@ -471,8 +473,10 @@ class UserspaceDataplane:
                 except OSError as exc:
                     if exc.errno == errno.EBADF or t.stopping:
                         return
+                    if exc.errno == errno.EBADFD:  # the device was deleted under us
+                        raise DataplaneError(f"TUN device {t.spec.name} is gone") from None
                     raise
-                if n == 0:  # end of file: the device was deleted under us
+                if n == 0:  # end of file
                     raise DataplaneError(f"TUN device {t.spec.name} is gone")
                 n_read += 1
                 n -= VNET_HDR_LEN

@@ -317,3 +317,58 @@ def test_a_coalesced_run_with_a_shorter_last_packet_is_split_at_its_real_end(
     assert counters.packets == sum(len(run) for run in runs)
     assert counters.bytes == sum(len(p) for run in inner for p in run)
     assert "malformed" not in tunnel_drops and "internal" not in tunnel_drops
+
+
+def test_empty_datagrams_are_counted_as_malformed_not_internal_errors(
+    namespaces: tuple[Netns, Netns],
+) -> None:
+    """A zero-length UDP datagram is neither ESP, IKE nor a keepalive. It once made the rx
+    worker raise (a zero step for splitting), which stalls the worker for its back-off."""
+    ours, peer = namespaces
+    peer_sock = udp_socket(peer, REMOTE, 4500)
+
+    async def body() -> dict[str, int]:
+        dp = UserspaceDataplane()
+        try:
+            await dp.open_tunnel(SPEC)
+            params = SaParams(GCM, Secret(bytes(20)), encap=UdpEncap())
+            await dp.add_sa(SaId(SPEC.name, "in", 0x5004), params)
+            for _ in range(3):
+                peer_sock.sendto(b"", (LOCAL, 4500))
+            peer_sock.sendto(b"\xff", (LOCAL, 4500))  # processed after them: the marker
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and not dp.tunnel_counters(SPEC.name).keepalives_in:
+                await asyncio.sleep(0.05)
+            return dp.tunnel_counters(SPEC.name).drops
+        finally:
+            await dp.close()
+
+    try:
+        drops = run_async_in_netns(ours.name, body)
+    finally:
+        peer_sock.close()
+    assert drops == {"malformed": 3}
+
+
+def test_packets_routed_into_a_tunnel_without_outbound_sa_are_counted_as_no_sa(
+    namespaces: tuple[Netns, Netns],
+) -> None:
+    """Before its first Child SA a tunnel has no outbound SA: what the kernel routes into
+    it is read and dropped as ``no_sa``; the TUN device is not mistaken for gone."""
+    ours, _peer = namespaces
+
+    async def body() -> dict[str, int]:
+        dp = UserspaceDataplane()
+        try:
+            await dp.open_tunnel(SPEC)
+            await asyncio.to_thread(
+                ours.run, "ping", "-c", "3", "-i", "0.2", "-W", "1", str(SPEC.remote_inside),
+                check=False,
+            )  # fmt: skip
+            await asyncio.sleep(1.2)  # an idle poll timeout of the tx worker passes, too
+            return dp.tunnel_counters(SPEC.name).drops
+        finally:
+            await dp.close()
+
+    drops = run_async_in_netns(ours.name, body)
+    assert drops == {"no_sa": 3}
