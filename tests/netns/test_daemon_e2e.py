@@ -37,6 +37,7 @@ from daemon_harness import (
 from cgwd.config.importers import load_aws_config
 from cgwd.lab.aws_side import AwsLab, LabOptions
 from cgwd.lab.strongswan import wait_until
+from cgwd.secret import Secret
 
 pytestmark = [pytest.mark.netns, pytest.mark.strongswan, pytest.mark.slow]
 
@@ -299,6 +300,31 @@ def test_cut_tunnel_1_fails_over_to_tunnel_2_and_back(env: Env) -> None:
     got = lab.run("cgw", "ip", "route", "get", str(lab.vpc_host_ip)).stdout
     assert f"dev {T1}" in got
     wait_until(lambda: ping(lab, "lan", lab.vpc_host_ip, count=2), 15, 0.2, "ping via t1")
+
+
+def test_wrong_psk_is_reported_as_auth_failed(env: Env) -> None:
+    """AWS's endpoint 2 gets another key and restarts: cgwd keeps retrying, status and log
+    say auth_failed (AWS's event name), tunnel 1 carries on, no key is ever logged."""
+    daemon = env.running()
+    lab = env.lab
+    wrong = "wrong_key.0123456789"
+    lab.reconfigure(2, psk=Secret(wrong))
+    try:
+        lab.restart_endpoint(2)
+        daemon.wait(
+            lambda d: daemon.tunnels()[T2]["last_error"] == "auth_failed", 30, "auth_failed"
+        )
+        t2 = daemon.tunnels()[T2]
+        assert t2["state"] == "connecting" and t2["active"] is False
+        assert daemon.tunnels()[T1]["state"] == "up"
+        assert ping(lab, "lan", lab.vpc_host_ip)
+    finally:
+        lab.reconfigure(2)
+    daemon.wait_up(2, timeout=40)
+    log = daemon.log()
+    assert "auth_failed" in log
+    for key in (wrong, *env.psks):
+        assert key not in log
 
 
 def test_aws_side_restarting(env: Env) -> None:
