@@ -207,7 +207,8 @@ class Ikev1Session:
         words = {"installed": "Established", "rekeyed": "Established", "rekeying": "Rekeying"}
         children = [
             {
-                "state": words.get(c.state, "Down"),
+                # inbound only (a responder waiting for HASH(3)): not carrying traffic yet
+                "state": words.get(c.state, "Down") if c.out_installed else "Negotiating",
                 "spi_in": f"{c.spi_in:08x}",
                 "spi_out": f"{c.spi_out:08x}",
                 "suite": c.suite.name,
@@ -222,9 +223,9 @@ class Ikev1Session:
         phase2 = "Down"
         if any(c["state"] == "Rekeying" for c in children):
             phase2 = "Rekeying"
-        elif children:
+        elif any(c["state"] == "Established" for c in children):
             phase2 = "Established"
-        elif cur is not None or connecting:
+        elif children or cur is not None or connecting:
             phase2 = "Negotiating"
         return {
             "tunnel": self.config.tunnel,

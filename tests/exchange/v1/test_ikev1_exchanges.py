@@ -398,3 +398,18 @@ def test_failed_quick_modes_give_their_spis_back() -> None:
     assert released and all(sa.direction == "in" for sa in released)
     installed = {sa.spi for sa in pair.cgw.installed()}
     assert not installed & {sa.spi for sa in released}
+
+
+def test_responder_reports_established_only_with_its_outbound_sa() -> None:
+    """Between Quick Mode messages 2 and 3 the responder has only the inbound SA: its
+    status must not say the tunnel is up yet."""
+    pair = V1Pair()
+    pair.filter = lambda sender, out: not (sender == "cgw" and len(pair.aws.session.children))
+    pair.cgw.session.initiate(pair.now)
+    pair.run_for(0.5)
+    st = pair.aws.session.status(pair.now)
+    assert pair.aws.session.children and st["phase2"] == "Negotiating"
+    pair.filter = None
+    pair.run_for(5)
+    assert pair.aws.session.status(pair.now)["phase2"] == "Established"
+    assert_tunnel_up(pair)
