@@ -33,7 +33,7 @@ from cgwd.lab.strongswan import CHARON_BINARY
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "config" / "aws" / "aws-generic-static-ikev1.txt"
-DPD_INTERVAL, DPD_RETRIES = 2, 2  # short timers so the demo is quick (AWS: 10 s x 3)
+DPD_INTERVAL, DPD_RETRIES = 2, 3  # short timers so the demo is quick (AWS: 10 s x 3)
 
 
 class DemoError(Exception):
@@ -207,6 +207,10 @@ dpd_retries = {DPD_RETRIES}
                 f"    cgwd's dead peer detection noticed after {took:.1f} s and moved the "
                 "routes to tunnel 2"
             )
+            # AWS picks the return tunnel itself: until its own DPD gives up on tunnel 1, some
+            # replies still go there.
+            took = wait_for(lambda: not lab.return_path_up(1), 30, "AWS to drop tunnel 1")
+            say(f"    AWS's endpoint 1 gave up on the tunnel {took:.1f} s later (its own DPD)")
             wait_for(lambda: "0% packet loss" in ping(lab, 1), 20, "the VPC over tunnel 2")
             say(f"    {ping(lab)}")
             cgwd.print_status()

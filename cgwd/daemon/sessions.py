@@ -31,11 +31,13 @@ RECONNECT_CAP = 60.0  # seconds: the engines' default cap of the re-initiation b
 
 
 def dpd_retransmit(dpd: DpdPlan) -> RetransmitPolicy:
-    """Probe after ``interval`` s of silence, then one probe per interval: the peer is dead
-    after ``retries`` unanswered probes (``interval * retries`` s after the first)."""
+    """The probe's retransmissions so that the peer is dead ``dpd.dead_after`` s (interval x
+    retries, AWS's "DPD timeout") after the last message heard: the first probe goes after
+    ``interval`` s of silence, then one per interval (with one retry, the earliest is two
+    intervals: a probe needs an interval to be answered)."""
     interval = float(dpd.interval)
     return RetransmitPolicy(
-        initial=interval, factor=1.0, max_interval=interval, tries=max(dpd.retries - 1, 0)
+        initial=interval, factor=1.0, max_interval=interval, tries=max(dpd.retries - 2, 0)
     )
 
 

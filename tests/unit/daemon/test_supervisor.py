@@ -116,10 +116,10 @@ def test_no_routes_no_active_tunnel() -> None:
 def test_dpd_timing_matches_the_plan() -> None:
     aws = DpdPlan(10, 3, "default")
     policy = dpd_retransmit(aws)
-    # One probe per interval, dead after 3 unanswered ones: 30 s after the first.
-    assert [policy.interval(n) for n in (1, 2, 3)] == [10.0, 10.0, 10.0]
-    assert policy.total_time() == 30.0
-    assert policy.gives_up_after(3) and not policy.gives_up_after(2)
+    # AWS's DPD: probe after 10 s of silence, again 10 s later, dead at 30 s of silence.
+    assert [policy.interval(n) for n in (1, 2)] == [10.0, 10.0]
+    assert 10 + policy.total_time() == 30.0
+    assert policy.gives_up_after(2) and not policy.gives_up_after(1)
     # Retransmits: the engines' schedule, capped at half the DPD timeout.
     retransmit = exchange_retransmit(aws)
     assert [retransmit.interval(n) for n in range(1, 7)] == [2.0, 4.0, 8.0, 15.0, 15.0, 15.0]
@@ -128,7 +128,8 @@ def test_dpd_timing_matches_the_plan() -> None:
     short = DpdPlan(2, 2, "test")
     assert exchange_retransmit(short).max_interval == 2.0
     assert reconnect_backoff(short).cap == 8.0
-    assert dpd_retransmit(short).total_time() == 4.0
+    assert 2 + dpd_retransmit(short).total_time() == 4.0  # dead after 4 s of silence
+    assert 5 + dpd_retransmit(DpdPlan(5, 1, "one")).total_time() == 10.0  # at least 2 x 5
 
 
 def test_session_configs_carry_the_plan() -> None:
@@ -138,7 +139,7 @@ def test_session_configs_carry_the_plan() -> None:
     assert (v2.tunnel, v2.remote_address, v2.local_address) == (T2, t.remote_address, local)
     assert v2.local_id == IPv4Address("198.51.100.92")  # the file's customer gateway IP
     assert v2.psk == t.psk and v2.dpd_delay == 5.0 and v2.child_lifetime == 1800.0
-    assert v2.dpd_retransmit.total_time() == 20.0
+    assert 5 + v2.dpd_retransmit.total_time() == 20.0  # dead after 5 x 4 s of silence
     # Every rekey the engine may draw lies in the plan's window, before AWS may rekey.
     for window, rekey in ((t.phase1, v2.ike_rekey_time), (t.phase2, v2.child_rekey_time)):
         assert rekey == window.rekey_max
