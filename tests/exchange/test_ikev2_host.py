@@ -15,17 +15,20 @@ from ipaddress import IPv4Address, IPv4Interface
 from ikev2_pair import aws_tunnel
 
 from cgwd.config.proposals import proposals_for
-from cgwd.dataplane.base import TunnelSpec
+from cgwd.dataplane.base import SaId, SaParams, TunnelSpec
 from cgwd.dataplane.fake import FakeDataplane
+from cgwd.esp.suites import suite_by_name
 from cgwd.ike.clock import MonotonicClock
 from cgwd.ike.constants import ProtocolId
-from cgwd.ike.events import ChildSaInstalled, Event, IkeDown
+from cgwd.ike.events import ChildSaInstalled, Event, IkeDown, InboundSpiReleased
 from cgwd.ike.host import IkeHost
 from cgwd.ike.rng import SystemRng
 from cgwd.ike.v2.sa import IkeSessionConfig
 from cgwd.ike.v2.session import IkeSession
 from cgwd.ike.v2.wire import proposals_from_config
 from cgwd.secret import Secret
+
+GCM = suite_by_name("aes128gcm16")
 
 
 def _free_port(address: str) -> int:
@@ -120,3 +123,48 @@ async def _run() -> None:
 
 def test_two_hosts_over_loopback_udp() -> None:
     asyncio.run(_run())
+
+
+class _BuggyDataplane(FakeDataplane):
+    """Fails one operation with an error no dataplane should raise (a bug)."""
+
+    def release_spi(self, tunnel: str, spi: int) -> None:
+        raise RuntimeError("bug in release_spi")
+
+
+def test_an_unexpected_dataplane_error_does_not_stop_later_actions() -> None:
+    """A dataplane bug in one action is logged and counted; the session's later actions
+    (here: the install that follows) are still applied, in order."""
+
+    async def run() -> tuple[int, set[SaId], SaId | None]:
+        dp = _BuggyDataplane()
+        spec = TunnelSpec(
+            "t1", IPv4Interface("169.254.0.2/30"), IPv4Address("169.254.0.1"), 1400,
+            IPv4Address("127.0.0.1"), IPv4Address("127.0.0.2"),
+        )  # fmt: skip
+        await dp.open_tunnel(spec)
+        host = IkeHost(dp, MonotonicClock(), IPv4Address("127.0.0.1"))
+        cfg = _config("127.0.0.1", "127.0.0.2", 40000)
+        session = IkeSession(cfg, SystemRng(), lambda: dp.allocate_spi("t1"), 0.0)
+        host.add_session(session)
+        spi_in, spi_out = dp.allocate_spi("t1"), 0x1234
+        keymat = Secret(bytes(GCM.keymat_bytes))
+        events: list[Event] = [
+            InboundSpiReleased(SaId("t1", "in", dp.allocate_spi("t1"))),
+            ChildSaInstalled(
+                1, SaId("t1", "in", spi_in), SaParams(GCM, keymat),
+                SaId("t1", "out", spi_out), SaParams(GCM, keymat),
+            ),
+        ]  # fmt: skip
+        slot = host._slots["127.0.0.2"]
+        for event in events:
+            slot.actions.put_nowait(event)
+        try:
+            await asyncio.wait_for(host.drain_actions(), 5.0)  # a dead worker never drains
+        finally:
+            await asyncio.wait_for(host.close(delete=False), 5.0)
+        return host.counters.dataplane_errors, dp.installed("t1"), dp.current_outbound("t1")
+
+    errors, installed, current = asyncio.run(run())
+    assert errors == 1
+    assert len(installed) == 2 and current == SaId("t1", "out", 0x1234)
