@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from cgwd.config.tunnel_plan import ConnectionPlan, TunnelPlan
 from cgwd.control.status import TunnelState
 from cgwd.daemon.logging import tunnel_logger
+from cgwd.daemon.sessions import dpd_retransmit, exchange_retransmit, reconnect_backoff
 from cgwd.esp.suites import EspSuite
 from cgwd.ike.events import ChildSaInstalled, ChildSaRemoved, Event, IkeDown, IkeEstablished
 from cgwd.net.base import RouteSpec
@@ -173,23 +174,16 @@ class TunnelSupervisor:
 
 
 def _timing_overrides(plan: TunnelPlan, cfg: Any) -> dict[str, Any]:
-    from cgwd.daemon.sessions import (  # noqa: PLC0415 - avoid a cycle at import time
-        dpd_retransmit,
-        exchange_retransmit,
-        reconnect_backoff,
-    )
-
-    out: dict[str, Any] = {
+    lifetime = type(cfg.ike_lifetime)  # float for IKEv2, int for IKEv1 (it proposes them)
+    return {
         "dpd_retransmit": dpd_retransmit(plan.dpd),
         "retransmit": exchange_retransmit(plan.dpd),
         "reconnect": reconnect_backoff(plan.dpd),
         "ike_rekey_time": float(plan.phase1.rekey_max),
         "child_rekey_time": float(plan.phase2.rekey_max),
+        "ike_lifetime": lifetime(plan.phase1.lifetime),
+        "child_lifetime": lifetime(plan.phase2.lifetime),
     }
-    lifetime_type = type(cfg.ike_lifetime)
-    out["ike_lifetime"] = lifetime_type(plan.phase1.lifetime)
-    out["child_lifetime"] = lifetime_type(plan.phase2.lifetime)
-    return out
 
 
 # -- a connection -------------------------------------------------------------------------

@@ -152,3 +152,19 @@ def test_session_configs_carry_the_plan() -> None:
     v1 = ikev1_config(t, local)
     assert (v1.ike_lifetime, v1.child_lifetime) == (28800, 1800)
     assert v1.phase1_suites and v1.esp_suites and v1.pfs_groups
+
+
+def test_in_place_update_reaches_the_session_policy() -> None:
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from cgwd.daemon.supervisor import TunnelSupervisor  # noqa: PLC0415
+
+    old, new = plan().tunnels[0], plan(dpd_interval=7, dpd_retries=5).tunnels[0]
+    for make in (ikev2_config, ikev1_config):
+        session = SimpleNamespace(config=make(old, IPv4Address("192.0.2.117")))
+        sup = TunnelSupervisor(old, session)  # type: ignore[arg-type]
+        sup.set_plan(new)
+        cfg = session.config
+        assert sup.plan is new and cfg.dpd_delay == 7.0
+        assert 7 + cfg.dpd_retransmit.total_time() == 35.0
+        assert cfg.psk == old.psk and cfg.tunnel == old.interface  # what needs new SAs stays
