@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, nlmsg
 
@@ -687,20 +687,41 @@ def _sa_from(msg: nlmsg) -> SaInfo:
     )
 
 
+_T = TypeVar("_T")
+
+
+def _converted(convert: Callable[[nlmsg], _T], msg: nlmsg) -> _T:
+    """``convert(msg)``, with a malformed attribute reported as XfrmDecodeError.
+
+    pyroute2 leaves an attribute it cannot decode as raw bytes, so a field lookup on it
+    fails with whatever error the raw value gives; none of those may escape a decoder.
+    """
+    try:
+        return convert(msg)
+    except XfrmDecodeError:
+        raise
+    except (TypeError, KeyError, IndexError, ValueError, AttributeError) as exc:
+        raise XfrmDecodeError(f"malformed attribute in {type(msg).__name__}: {exc}") from None
+
+
 def decode_sa(message: Message) -> SaInfo:
     """A NEWSA/UPDSA message (an SA dump entry or GETSA answer)."""
-    return _sa_from(_decode(xfrm_usersa_info, message.data, USERSA_INFO_SIZE))
+    return _converted(_sa_from, _decode(xfrm_usersa_info, message.data, USERSA_INFO_SIZE))
 
 
 def decode_expire(message: Message) -> ExpireEvent:
     """An XFRM_MSG_EXPIRE event."""
     msg = _decode(xfrm_user_expire, message.data, USERSA_INFO_SIZE + 8)
-    return ExpireEvent(_sa_from(msg), bool(msg["hard"]))
+    return ExpireEvent(_converted(_sa_from, msg), bool(msg["hard"]))
 
 
 def decode_policy(message: Message) -> PolicyInfo:
     """A NEWPOLICY/UPDPOLICY message (a policy dump entry)."""
     msg = _decode(xfrm_userpolicy_info, message.data, USERPOLICY_INFO_SIZE)
+    return _converted(_policy_from, msg)
+
+
+def _policy_from(msg: nlmsg) -> PolicyInfo:
     direction = {v: k for k, v in DIRECTIONS.items()}.get(int(msg["dir"]))
     if direction is None:
         raise XfrmDecodeError(f"policy direction {msg['dir']}")

@@ -11,7 +11,7 @@ import struct
 from ipaddress import IPv4Address, IPv4Network
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from cgwd.dataplane.base import SaExistsError, UnknownSaError
@@ -125,6 +125,7 @@ def test_decoders_raise_only_their_own_error(data: bytes) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(min_size=1, max_size=200), st.integers(16, 400))
+@example(junk=b"\x00", cut=328)  # a truncated XFRMA_ALG_CRYPT that pyroute2 left as raw bytes
 def test_decoders_survive_corrupted_real_messages(junk: bytes, cut: int) -> None:
     spec = m.SaSpec(A, B, 0x1000, suite_by_name("aes128-sha1"), Secret(bytes(36)), mark=m.Mark(5))
     real = bytearray(m.encode_newsa(spec, 3))
