@@ -6,6 +6,11 @@
 2. The ESP engine's hot path per suite and size (bench/esp_hotpath.py).
 3. Tunnels (bench/tunnel.py, needs root): iperf3 TCP and UDP pps through cgwd <-> cgwd,
    strongSwan kernel-libipsec <-> kernel-libipsec (same suites, same run) and plain veth.
+4. IKE (each its own module, run as a child process): DH and handshake crypto against
+   OpenSSL (bench/ike_crypto.py), IKEv2 and IKEv1 responder handshakes per second against
+   the DH cost (bench/ikev2_handshake.py, bench/ikev1_handshake.py), and the time to
+   establish an IKE SA with its Child SA, cgwd vs strongSwan as initiator against the same
+   responder (bench/ikev2_establish.py, needs root).
 
 Prints each table, then the targets of issue 3 as ratios against the references measured in
 this run, and writes everything to ``--out`` (the issue's shape, plus ``targets``, ``rss``
@@ -22,6 +27,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -211,6 +217,37 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+# (results key, module, arguments (full, quick), needs root); each writes its JSON to the
+# path given after its last argument.
+IKE_BENCHES: tuple[tuple[str, str, tuple[list[str], list[str]], bool], ...] = (
+    ("ike_crypto", "bench.ike_crypto", ([], ["--quick"]), False),
+    ("ikev2_handshake", "bench.ikev2_handshake", (["--count", "200"], ["--count", "30"]), False),
+    ("ikev1_handshake", "bench.ikev1_handshake", (["--count", "20"], ["--count", "5"]), False),
+    ("ikev2_establish", "bench.ikev2_establish", (["--runs", "7"], ["--runs", "3"]), True),
+)
+
+
+def run_ike_benches(quick: bool, workdir: Path) -> dict[str, Any]:
+    """Each IKE benchmark in a child process (they print their own tables)."""
+    out: dict[str, Any] = {}
+    for key, module, (full, short), needs_root in IKE_BENCHES:
+        print(f"\n== IKE: python -m {module} ==", flush=True)
+        if needs_root and os.geteuid() != 0:
+            out[key] = {"skipped": "needs root (network namespaces)"}
+            print("  skipped: needs root")
+            continue
+        path = workdir / f"{key}.json"
+        flag = "--json" if module == "bench.ike_crypto" else "--out"
+        cmd = [sys.executable, "-m", module, *(short if quick else full), flag, str(path)]
+        proc = subprocess.run(cmd, check=False, timeout=900)
+        if proc.returncode != 0 or not path.exists():
+            out[key] = {"error": f"exit status {proc.returncode}"}
+            continue
+        document = json.loads(path.read_text())
+        out[key] = document.get(key, document)
+    return out
+
+
 def print_tunnels(rows: list[dict[str, Any]]) -> None:
     print(f"{'impl':12} {'suite':13} {'TCP Mbit/s':>11} {'UDP pkt/s':>10}  RSS KiB before->after")
     for r in rows:
@@ -242,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-ablation", action="store_true", help="skip re-running cgwd with each optimisation off"
     )
+    parser.add_argument("--no-ike", action="store_true", help="skip the IKE benchmarks")
     args = parser.parse_args(argv)
 
     results: dict[str, Any] = {"meta": machine()}
@@ -278,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  skipped: {why_not}")
             results["tunnel_skipped"] = why_not
         print_tunnels(rows)
+
+    if not args.no_ike:
+        with tempfile.TemporaryDirectory(prefix="cgwd-bench-") as tmp:
+            results["ike"] = run_ike_benches(args.quick, Path(tmp))
 
     results["meta"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     results["targets"] = targets(results)
