@@ -23,6 +23,12 @@ state, the socket list) by rebinding one attribute, which is atomic in CPython; 
 each snapshot once per batch. So an outbound switch happens between two batches and loses
 no packet, and a new inbound SA is live the moment `add_sa` returns.
 
+ESP for an SPI we allocated but have not installed yet (the peer sends on a new SA as soon
+as it has answered our CREATE_CHILD_SA) is held briefly in bounded per-SPI queues
+(`cgwd.dataplane.early_hold`); `add_sa` hands the held packets over together with the SA
+(one step under the queues' lock), and the rx worker decapsulates them, through the normal
+ICV and replay checks, before any later packet of that SPI.
+
 Drops (unknown SPI, malformed, no outbound SA, send/write errors) are counted per tunnel in
 `TunnelCounters`; drops an SA detects (authentication, replay, padding) are counted by the SA.
 Both are logged rate-limited. Nothing a peer sends can raise out of a worker: an unexpected
@@ -60,6 +66,7 @@ from cgwd.dataplane.base import (
     UnknownSaError,
     UnknownTunnelError,
 )
+from cgwd.dataplane.early_hold import HOLD_MAX_AGE, NOT_RESERVED, EarlyPackets
 from cgwd.dataplane.ratelimit import RateLimitedLog
 from cgwd.dataplane.sockets import (
     GRO_CMSG_SPACE,
@@ -96,7 +103,12 @@ class TunnelCounters:
     drops: dict[str, int] = field(default_factory=dict)
     """Drop counts by reason: ``unknown_spi``, ``malformed``, ``no_sa``, ``seq_exhausted``,
     ``send_error``, ``tun_write_error``, ``device_error`` (the TUN device vanished; counted
-    per retry, at most one a second), ``internal`` (a bug)."""
+    per retry, at most one a second), ``internal`` (a bug); and for packets held while
+    their SA was being installed (`cgwd.dataplane.early_hold`): ``early_expired``,
+    ``early_overflow``, ``early_released``."""
+    early_held: int = 0
+    """Packets that arrived for a reserved SPI before its SA and were held (those not
+    dropped later were decapsulated, and counted by the SA, once it was added)."""
     keepalives_in: int = 0
     keepalives_out: int = 0
     ike_in: int = 0
@@ -117,6 +129,9 @@ class _Outbound:
 class _Inbound:
     sa_id: SaId
     sa: InboundSa
+    # Packets that arrived before the SA, oldest first: the rx worker (alone) empties it
+    # before it decapsulates any other packet of this SA.
+    early: list[bytes] = field(default_factory=list)
 
 
 @dataclass
@@ -133,6 +148,8 @@ class _Tunnel:
     udp: dict[tuple[int, int], UdpEncapSocket] = field(default_factory=dict)
     raw: socket.socket | None = None
     reserved_spis: dict[int, float] = field(default_factory=dict)  # SPI -> allocated at
+    # Shared, with its own lock: packets for reserved SPIs, until their SA is added.
+    early: EarlyPackets = field(default_factory=EarlyPackets)
     # Workers.
     stopping: bool = False
     wake_r: int = -1  # rx worker's wakeup pipe (new sockets, stop)
@@ -161,7 +178,9 @@ class UserspaceDataplane:
         use_gso / use_gro: allow UDP segmentation offloads (off only to measure them).
         tun_coalesce: merge decrypted TCP segments into GSO packets on the TUN device
             (`cgwd.dataplane.tcp_coalesce`); off only to measure it.
-        clock: monotonic clock for ``last_used`` and keepalives.
+        clock: monotonic clock for ``last_used``, keepalives and held packets' age.
+        early_max_age: seconds an ESP packet for a reserved, not yet installed SPI is held
+            (`cgwd.dataplane.early_hold`); 0 drops them at once, as unknown SPIs.
     """
 
     kind = "userspace"
@@ -176,6 +195,7 @@ class UserspaceDataplane:
         use_gro: bool = True,
         tun_coalesce: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        early_max_age: float = HOLD_MAX_AGE,
     ) -> None:
         self._tunnels: dict[str, _Tunnel] = {}
         self._spi_owner: dict[int, str] = {}  # inbound SPI -> tunnel (reserved or installed)
@@ -187,6 +207,7 @@ class UserspaceDataplane:
         self._use_gro = use_gro
         self._tun_coalesce = tun_coalesce
         self._clock = clock
+        self._early_max_age = early_max_age
         self._drop_log = RateLimitedLog(log)
         self._lock = asyncio.Lock()
 
@@ -209,7 +230,7 @@ class UserspaceDataplane:
         except BaseException:
             os.close(tun_fd)
             raise
-        t = _Tunnel(spec, tun_fd)
+        t = _Tunnel(spec, tun_fd, early=EarlyPackets(max_age=self._early_max_age))
         t.coalescer = TcpCoalescer(lambda framed: self._tun_write(t, framed))
         if self._tun_coalesce:
             t.coalesce = t.coalescer.add
@@ -263,6 +284,7 @@ class UserspaceDataplane:
         now = self._clock()
         for spi in [s for s, at in t.reserved_spis.items() if now - at > SPI_RESERVATION_TTL]:
             del t.reserved_spis[spi]  # never installed: the exchange that wanted it failed
+            t.early.release(spi)
             if spi not in t.inbound:
                 self._spi_owner.pop(spi, None)
         while True:
@@ -270,11 +292,14 @@ class UserspaceDataplane:
             if spi not in self._spi_owner:
                 self._spi_owner[spi] = tunnel
                 t.reserved_spis[spi] = now
+                if self._early_max_age > 0:
+                    t.early.reserve(spi)
                 return spi
 
     def release_spi(self, tunnel: str, spi: int) -> None:
         t = self._tunnel(tunnel)
         if t.reserved_spis.pop(spi, None) is not None and spi not in t.inbound:
+            t.early.release(spi)
             self._spi_owner.pop(spi, None)
 
     async def add_sa(self, sa: SaId, params: SaParams) -> None:
@@ -291,7 +316,12 @@ class UserspaceDataplane:
                 raise SaExistsError(f"inbound SPI 0x{sa.spi:08x} is in use by tunnel {owner}")
         elif sa in t.outbound_sas:
             raise SaExistsError(f"SA {sa} is already installed")
-        udp, raw = await asyncio.to_thread(self._sockets_for, t, params)
+        if self._has_sockets_for(t, params):
+            # The usual case (every rekey): no thread hop, so the SA is live sooner; the
+            # peer may already be sending on it (see `cgwd.dataplane.early_hold`).
+            udp, raw = self._sockets_for(t, params)
+        else:
+            udp, raw = await asyncio.to_thread(self._sockets_for, t, params)
         try:
             if sa.direction == "in":
                 inbound = InboundSa(
@@ -314,7 +344,12 @@ class UserspaceDataplane:
         if sa.direction == "in":
             self._spi_owner[sa.spi] = sa.tunnel
             t.reserved_spis.pop(sa.spi, None)
-            t.inbound = {**t.inbound, sa.spi: _Inbound(sa, inbound)}
+
+            def publish(early: list[bytes]) -> None:
+                t.inbound = {**t.inbound, sa.spi: _Inbound(sa, inbound, early)}
+
+            if t.early.install(sa.spi, self._clock(), publish):
+                _wake(t)  # the rx worker decapsulates them now, not at the next packet
         else:
             state = _Outbound(sa, outbound, udp, raw)
             t.outbound_sas[sa] = state
@@ -355,8 +390,11 @@ class UserspaceDataplane:
 
     def tunnel_counters(self, tunnel: str) -> TunnelCounters:
         """A snapshot of the tunnel's own counters (drops no SA could account for)."""
-        counters = self._tunnel(tunnel).counters
-        return dataclasses.replace(counters, drops=dict(counters.drops))
+        t = self._tunnel(tunnel)
+        drops = dict(t.counters.drops)
+        for reason, n in t.early.drops().items():
+            drops[reason] = drops.get(reason, 0) + n
+        return dataclasses.replace(t.counters, drops=drops, early_held=t.early.held_total())
 
     def current_outbound(self, tunnel: str) -> SaId | None:
         """The outbound SA the tunnel's traffic uses now, if any."""
@@ -373,6 +411,12 @@ class UserspaceDataplane:
             return self._tunnels[name]
         except KeyError:
             raise UnknownTunnelError(f"no tunnel {name}") from None
+
+    @staticmethod
+    def _has_sockets_for(t: _Tunnel, params: SaParams) -> bool:
+        if params.encap is None:
+            return t.raw is not None
+        return (params.encap.local_port, params.encap.remote_port) in t.udp
 
     def _sockets_for(
         self, t: _Tunnel, params: SaParams
@@ -579,6 +623,9 @@ class UserspaceDataplane:
                 if fd == t.wake_r:
                     with contextlib.suppress(BlockingIOError):
                         os.read(t.wake_r, 512)
+                    for inbound in t.inbound.values():
+                        if inbound.early:
+                            self._decapsulate_early(t, inbound, now)
                     continue
                 sock, udp = by_fd.get(fd, (None, None))
                 if udp is not None:
@@ -587,6 +634,7 @@ class UserspaceDataplane:
                     self._drain_raw(t, sock, view, now)
             if t.coalescer is not None:
                 t.coalescer.flush()  # never hold a packet past the burst it came in
+            t.early.expire(now)
             self._maybe_keepalive(t, now)
 
     def _drain_udp(self, t: _Tunnel, udp: UdpEncapSocket, view: memoryview, now: float) -> None:
@@ -665,15 +713,49 @@ class UserspaceDataplane:
         spi = _U32.unpack_from(d)[0]
         inbound = t.inbound.get(spi)
         if inbound is None:
-            self._drop(t, "unknown_spi", f"(SPI 0x{spi:08x})")
-            return
+            inbound = self._hold_early(t, spi, d, now)
+            if inbound is None:
+                return
+        if inbound.early:
+            self._decapsulate_early(t, inbound, now)
+        self._decapsulate(t, inbound, d, now)
+
+    def _hold_early(self, t: _Tunnel, spi: int, d: memoryview, now: float) -> _Inbound | None:
+        """An ESP packet for an SPI with no SA: hold it if the SPI is reserved, else drop
+        it. Returns the SA if it was installed meanwhile (the packet is then not held)."""
+        reason = t.early.hold(spi, bytes(d), now)
+        if reason is None:
+            return None
+        if reason == NOT_RESERVED:
+            # `add_sa` publishes the SA under the lock `hold` took: if it was installed
+            # since our lookup, it is visible now.
+            inbound = t.inbound.get(spi)
+            if inbound is None:
+                self._drop(t, "unknown_spi", f"(SPI 0x{spi:08x})")
+            return inbound
+        self._drop_log.log(
+            f"{t.spec.name} {reason}",
+            f"tunnel {t.spec.name}: dropped packet: {reason} (SPI 0x{spi:08x}, not yet installed)",
+        )
+        return None
+
+    def _decapsulate_early(self, t: _Tunnel, inbound: _Inbound, now: float) -> None:
+        """Decapsulate the packets held for ``inbound`` before it existed, in arrival order
+        (rx worker only: it alone takes from ``inbound.early``)."""
+        early = inbound.early[:]
+        inbound.early.clear()
+        for packet in early:
+            self._decapsulate(t, inbound, memoryview(packet), now)
+
+    def _decapsulate(self, t: _Tunnel, inbound: _Inbound, d: memoryview, now: float) -> None:
         sa = inbound.sa
         result = sa.decapsulate_into(d, t.rx_payload)
         if result.__class__ is not int:  # a DropReason, already counted by the SA
             assert isinstance(result, DropReason)
             self._drop_log.log(
                 f"{t.spec.name} {result.name}",
-                f"tunnel {t.spec.name}: SA 0x{spi:08x} dropped a packet: {result.name.lower()}",
+                f"tunnel {t.spec.name}: SA 0x{inbound.sa_id.spi:08x} dropped a packet: "
+                f"{result.name.lower()}",
             )
             return
         assert isinstance(result, int)
