@@ -129,7 +129,8 @@ class Daemon:
         self.hosts: dict[IPv4Address, IkeHost] = {}
         self.connections: dict[str, ConnectionRuntime] = {}
         self._tunnels: dict[str, tuple[TunnelSupervisor, IkeHost]] = {}  # interface -> ...
-        self._log_fields = log_fields.install(self._tunnels.keys)
+        self._interfaces: set[str] = set()  # every tunnel interface this process ran
+        self._log_fields = log_fields.install(lambda: self._interfaces)
         self._applied_up: dict[str, list[bool]] = {}
         self._refreshing: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -278,7 +279,7 @@ class Daemon:
         self.connections.clear()
         self.notifier.close()
         log.info("stopped")
-        logging.getLogger("cgwd.ike").removeFilter(self._log_fields)
+        log_fields.uninstall(self._log_fields)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
@@ -345,6 +346,7 @@ class Daemon:
             CgwdError: no route to the endpoint, the interface or sockets cannot be set up.
         """
         assert self.dataplane is not None and self.net is not None
+        self._interfaces.add(plan.interface)
         local = plan.local_address or source_address_for(plan.remote_address)
         host = await self._host_for(local)
         spec = TunnelSpec(

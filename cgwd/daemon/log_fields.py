@@ -1,8 +1,9 @@
-"""Journald fields for the IKE engines' log lines.
+"""Journald fields for the IKE engines' and the dataplanes' log lines.
 
-`cgwd.ike.host.IkeHost` logs every session event as ``"<tunnel> <event>: <message>"``. So
-that ``journalctl CGWD_TUNNEL=vpc01-t1`` and ``journalctl CGWD_EVENT=dpd_timeout`` find
-them (docs/operations.md), `EngineFields` moves the tunnel and the event name into the
+`cgwd.ike.host.IkeHost` logs every session event as ``"<tunnel> <event>: <message>"``; the
+dataplanes log ``"tunnel <tunnel>: ..."`` and ``"SA <tunnel>/<dir>/<spi> ..."``. So that
+``journalctl CGWD_TUNNEL=vpc01-t1`` and ``journalctl CGWD_EVENT=dpd_timeout`` find them
+(docs/operations.md), `EngineFields` moves the tunnel (and the event name) into the
 record's ``tunnel``/``event`` attributes, which the handlers of `cgwd.daemon.logging` turn
 into fields (and into ``[tunnel] event:`` on a terminal). Lines of other shapes pass as they
 are.
@@ -13,6 +14,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Collection
+
+from cgwd.dataplane.base import SaId
 
 _EVENT = re.compile(r"^([a-z][a-z0-9_]*): ")
 
@@ -26,11 +29,19 @@ class EngineFields(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
+        if not isinstance(record.msg, str) or not isinstance(args, tuple) or not args:
+            return True
+        if record.msg.startswith("tunnel %s: ") and args[0] in self._tunnels():
+            record.tunnel = args[0]
+            record.msg = record.msg[len("tunnel %s: ") :]
+            record.args = args[1:]
+            return True
+        sa = next((a for a in args if isinstance(a, SaId)), None)
+        if sa is not None:
+            record.tunnel = sa.tunnel
+            return True
         if (
-            not isinstance(record.msg, str)
-            or not record.msg.startswith("%s ")
-            or not isinstance(args, tuple)
-            or not args
+            not record.msg.startswith("%s ")
             or not isinstance(args[0], str)
             or args[0] not in self._tunnels()
         ):
@@ -50,8 +61,17 @@ class EngineFields(logging.Filter):
         return True
 
 
-def install(tunnels: Callable[[], Collection[str]], logger: str = "cgwd.ike") -> EngineFields:
-    """Attach the filter to the engines' logger; returns it (to remove it again)."""
+LOGGERS = ("cgwd.ike", "cgwd.dataplane.userspace", "cgwd.dataplane.kernel")
+
+
+def install(tunnels: Callable[[], Collection[str]]) -> EngineFields:
+    """Attach the filter to the engines' and dataplanes' loggers; returns it."""
     flt = EngineFields(tunnels)
-    logging.getLogger(logger).addFilter(flt)
+    for name in LOGGERS:
+        logging.getLogger(name).addFilter(flt)
     return flt
+
+
+def uninstall(flt: EngineFields) -> None:
+    for name in LOGGERS:
+        logging.getLogger(name).removeFilter(flt)

@@ -7,6 +7,7 @@ import logging
 import pytest
 
 from cgwd.daemon.log_fields import EngineFields
+from cgwd.dataplane.base import SaId
 
 
 def record(msg: str, *args: object) -> logging.LogRecord:
@@ -35,9 +36,21 @@ def test_fixed_event_name(flt: EngineFields) -> None:
     assert r.getMessage() == "initiated IKE SA 00000000000000ff_i"
 
 
+def test_dataplane_shapes(flt: EngineFields) -> None:
+    r = record("tunnel %s: TUN up, %s peer %s", "vpc01-t1", "169.254.0.2/30", "169.254.0.1")
+    assert flt.filter(r)
+    assert r.tunnel == "vpc01-t1"  # type: ignore[attr-defined]
+    assert r.getMessage() == "TUN up, 169.254.0.2/30 peer 169.254.0.1"
+    r = record("SA %s removed", SaId("vpc01-t2", "in", 0x1234))
+    assert flt.filter(r)
+    assert r.tunnel == "vpc01-t2"  # type: ignore[attr-defined]
+    assert r.getMessage() == "SA vpc01-t2/in/0x00001234 removed"
+
+
 def test_other_lines_untouched(flt: EngineFields) -> None:
     for r in (
         record("%s %s: %s", "other-t1", "dpd_timeout", "x"),  # not one of ours
+        record("tunnel %s: closed", "other-t1"),
         record("sending IKE to %s:%d failed: %s", "192.0.2.1", 500, "EPERM"),
         record("no arguments at all"),
     ):
