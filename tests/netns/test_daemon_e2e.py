@@ -365,6 +365,39 @@ def test_cgwd_restart_leaves_nothing_behind(env: Env) -> None:
     assert ping(lab, "lan", lab.vpc_host_ip)
 
 
+def test_reload_with_a_new_key_restarts_only_that_tunnel(env: Env) -> None:
+    """AWS's tunnel 2 gets a new pre-shared key and so does the download: the reload
+    renegotiates tunnel 2 only; tunnel 1 keeps its SAs and carries the traffic meanwhile."""
+    daemon = env.running()
+    lab = env.lab
+    aws = env.work / SAMPLE.name
+    original = aws.read_text()
+    new_key = "rotated.key_for_tunnel_2"
+    assert original.count(env.psks[1]) == 1
+    before = spis(daemon)
+    lab.reconfigure(2, psk=Secret(new_key))
+    aws.write_text(original.replace(env.psks[1], new_key))
+    try:
+        reply = cli("reload", "--socket", str(env.socket))
+        assert reply.returncode == 0, reply.stderr
+        assert "vpc01: restart: tunnel 2: pre-shared key" in reply.stdout, reply.stdout
+        daemon.wait(
+            lambda d: (
+                spis(daemon)[T2] not in ([], before[T2]) and daemon.tunnels()[T2]["state"] == "up"
+            ),
+            20,
+            "tunnel 2 renegotiated with the new key",
+        )
+        assert spis(daemon)[T1] == before[T1]
+        assert ping(lab, "lan", lab.vpc_host_ip)
+        assert new_key not in daemon.log() and new_key not in reply.stdout
+    finally:
+        aws.write_text(original)
+        lab.reconfigure(2)
+        cli("reload", "--socket", str(env.socket))
+    daemon.wait_up(2, timeout=20)
+
+
 def test_two_connections_four_tunnels_in_one_daemon(env: Env) -> None:
     daemon = env.running()
     lab = env.lab
