@@ -132,6 +132,18 @@ def test_bad_configuration_refused_with_one_line(env: Env) -> None:
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"{bad}:3: daemon.frobnicate: unknown key" in lines[0], lines
+    # A download holding the keys that others can read is refused, naming the fix.
+    loose = env.work / "loose.xml"
+    loose.write_bytes(SAMPLE.read_bytes())
+    loose.chmod(0o644)
+    (env.work / "loose.toml").write_text(
+        daemon_toml(env.work / "loose.sock", connection_toml("vpc01", loose, []))
+    )
+    proc = env.lab.run(
+        "cgw", PYTHON, "-m", "cgwd", "run", "--config", str(env.work / "loose.toml"), check=False
+    )
+    assert proc.returncode == 2 and f"run `chmod 600 {loose}`" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
     assert leftovers(env.lab) == {"links": [], "routes": "", "nft_table": False}
 
 
