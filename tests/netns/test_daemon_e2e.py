@@ -439,6 +439,19 @@ def test_two_connections_four_tunnels_in_one_daemon(env: Env) -> None:
     assert {k: v for k, v in spis(daemon).items() if k.startswith("vpc01")} == before
     assert ping(lab, "lan", lab_b.vpc_host_ip)
     assert ping(lab, "lan", lab.vpc_host_ip)
+    # IKEv1 Quick Mode and Main Mode rekeys on demand.
+    old = spis(daemon)["vpc02-t1"]
+    old_isakmp = daemon.tunnels()["vpc02-t1"]["ike"]["local_spi"]
+    assert cli("rekey", "vpc02", "--tunnel", "1", "--socket", str(env.socket)).returncode == 0
+    daemon.wait(lambda d: spis(daemon)["vpc02-t1"] not in ([], old), 15, "Quick Mode rekey")
+    reply = cli("rekey", "vpc02", "--tunnel", "1", "--ike", "--socket", str(env.socket))
+    assert reply.returncode == 0, reply.stderr
+    daemon.wait(
+        lambda d: daemon.tunnels()["vpc02-t1"]["ike"]["local_spi"] != old_isakmp,
+        15,
+        "Main Mode rekey",
+    )
+    assert ping(lab, "lan", lab_b.vpc_host_ip)
     # Removing it again (reload) takes its tunnels down and leaves vpc01 alone.
     env.write_config()
     reply = cli("reload", "--socket", str(env.socket))
