@@ -3,10 +3,18 @@ dataplane actions the sessions ask for.
 
 Flow: every datagram, timer expiry and API call is fed to the session with ``now`` from the
 host's clock; then `IkeHost.pump` drains the session (datagrams to send, events) and re-arms
-the session's one timer from ``next_deadline()`` (aioquic style). Dataplane operations are
-async and must happen in the order the session emitted them (make-before-break), so each
-session has a FIFO worker that applies its `ChildSaInstalled`/`ChildSaRemoved` events one
-after the other.
+the session's one timer from ``next_deadline()`` (aioquic style). Any session with the
+`Session` surface is served (IKEv2 `IkeSession`, IKEv1 `Ikev1Session`).
+
+Apply, then send. Dataplane operations are async and must happen in the order the session
+emitted them (make-before-break), so each session has one FIFO worker that applies its
+dataplane events one after the other. The datagrams a pump produced go through the same
+worker, right after that pump's last SA installation: a peer may use a new SA as soon as
+it has our message (the IKE_AUTH or CREATE_CHILD_SA response, Quick Mode message 2 or 3),
+so the SA must be in the dataplane before the message leaves. Removals queued after the
+datagrams follow them. A pump that installs nothing, while the worker is idle, sends at
+once; otherwise its datagrams wait their turn, so a session's datagrams never overtake
+each other (nor a retransmission the install it depends on).
 
 Sockets: one unconnected UDP socket on local:500 and one on local:4500, both with
 SO_REUSEPORT so that the userspace dataplane can own connected 4500 sockets towards each
@@ -23,9 +31,10 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
+from typing import Any, Protocol
 
 from cgwd.dataplane.base import Dataplane, DataplaneError
 from cgwd.esp.natt import NON_ESP_MARKER, UdpPayloadKind, classify
@@ -40,7 +49,6 @@ from cgwd.ike.events import (
     InboundSpiReleased,
     LogEvent,
 )
-from cgwd.ike.v2.session import IkeSession
 
 log = logging.getLogger("cgwd.ike")
 
@@ -48,8 +56,60 @@ IKE_PORT = 500  # RFC 7296 §2
 NAT_T_PORT = 4500  # RFC 3948, RFC 7296 §2.23
 MAX_DATAGRAM = 65535
 
-EventSink = Callable[[IkeSession, Event], None]
 _DATAPLANE_EVENTS = (ChildSaInstalled, ChildOutboundReady, ChildSaRemoved, InboundSpiReleased)
+_INSTALLS = (ChildSaInstalled, ChildOutboundReady)
+
+
+class SessionConfig(Protocol):
+    """What the host reads of a session's policy."""
+
+    @property
+    def tunnel(self) -> str: ...
+    @property
+    def remote_address(self) -> IPv4Address: ...
+
+
+class Datagram(Protocol):
+    """One IKE/ISAKMP message to send (the host adds the non-ESP marker on NAT-T)."""
+
+    @property
+    def data(self) -> bytes: ...
+    @property
+    def dst(self) -> tuple[str, int]: ...
+    @property
+    def src_port(self) -> int: ...
+
+
+class Session(Protocol):
+    """What the host needs of an IKE session (`cgwd.ike.v2.session.IkeSession`,
+    `cgwd.ike.v1.session.Ikev1Session`): sans-I/O, fed with ``now``, drained after each
+    input. None of these may raise on bad input (the sessions count and drop it)."""
+
+    @property
+    def config(self) -> SessionConfig: ...
+    def initiate(self, now: float) -> None: ...
+    def terminate(self, now: float) -> None: ...
+    def receive_datagram(
+        self, data: bytes, src: tuple[str, int], dst: tuple[str, int], now: float
+    ) -> None: ...
+    def handle_timer(self, now: float) -> None: ...
+    def datagrams_to_send(self) -> Sequence[Datagram]: ...
+    def events(self) -> Sequence[Event]: ...
+    def next_deadline(self) -> float | None: ...
+    def status(self, now: float | None = None) -> dict[str, Any]: ...
+
+
+# The sink gets the session it was registered with; typed Any so that a sink serving one
+# session class may annotate it (a Callable[[Session, ...]] would refuse such a sink).
+EventSink = Callable[[Any, Event], None]
+
+
+@dataclass(frozen=True)
+class _Send:
+    """The datagrams of one pump, sent by the worker once the installs queued before them
+    are applied."""
+
+    datagrams: tuple[Datagram, ...]
 
 
 @dataclass
@@ -64,10 +124,14 @@ class HostCounters:
 
 @dataclass
 class _Slot:
-    session: IkeSession
+    session: Session
     timer: asyncio.TimerHandle | None = None
-    actions: asyncio.Queue[Event] = field(default_factory=asyncio.Queue)
+    actions: asyncio.Queue[Event | _Send] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
+    busy: bool = False  # the worker is applying or sending one job
+
+    def idle(self) -> bool:
+        return not self.busy and self.actions.empty()
 
 
 class _Protocol(asyncio.DatagramProtocol):
@@ -146,22 +210,22 @@ class IkeHost:
             self._transports[port] = transport
         self.dataplane.set_ike_receiver(self.datagram_received)
 
-    def add_session(self, session: IkeSession) -> None:
+    def add_session(self, session: Session) -> None:
         """Serve ``session`` (its peer is ``session.config.remote_address``)."""
         slot = _Slot(session)
         self._slots[str(session.config.remote_address)] = slot
         slot.worker = asyncio.get_running_loop().create_task(self._apply_actions(slot))
         self.pump(session)
 
-    def session_for(self, peer: IPv4Address) -> IkeSession | None:
+    def session_for(self, peer: IPv4Address) -> Session | None:
         slot = self._slots.get(str(peer))
         return None if slot is None else slot.session
 
-    def initiate(self, session: IkeSession) -> None:
+    def initiate(self, session: Session) -> None:
         session.initiate(self.clock.now())
         self.pump(session)
 
-    async def remove_session(self, session: IkeSession, *, delete: bool = True) -> None:
+    async def remove_session(self, session: Session, *, delete: bool = True) -> None:
         """Stop serving one session (a tunnel removed by a reload): DELETE its SAs first if
         ``delete``, apply the resulting dataplane actions, then forget it."""
         key = str(session.config.remote_address)
@@ -229,32 +293,32 @@ class IkeHost:
 
     # -- output -------------------------------------------------------------------
 
-    def pump(self, session: IkeSession) -> None:
-        """Queue the session's dataplane actions, send its datagrams, re-arm its timer, and
-        (after the dataplane worker has had its turn) log and report its events.
+    def pump(self, session: Session) -> None:
+        """Queue the session's dataplane actions and datagrams, re-arm its timer, and (after
+        the dataplane worker has had its turn) log and report its events.
 
-        Dataplane actions go first: when we complete a rekey the peer may already send on
-        the new SA, so the inbound SA must be installed with as little delay as possible.
+        The datagrams are sent after this pump's SA installations have been applied (see
+        the module docstring); if it installs nothing and the worker is idle, right away.
         """
         slot = self._slots.get(str(session.config.remote_address))
         events = session.events()
-        if slot is not None:
-            for event in events:
-                if isinstance(event, _DATAPLANE_EVENTS):
-                    slot.actions.put_nowait(event)
-        for out in session.datagrams_to_send():
-            transport = self._transports.get(out.src_port)
-            if transport is None:
-                self.counters.send_errors += 1
-                continue
-            nat_t = out.src_port != self.ports[0]
-            payload = NON_ESP_MARKER + out.data if nat_t else out.data
-            try:
-                transport.sendto(payload, out.dst)
-                self.counters.sent += 1
-            except OSError as exc:
-                self.counters.send_errors += 1
-                log.warning("sending IKE to %s:%d failed: %s", *out.dst, exc)
+        datagrams = tuple(session.datagrams_to_send())
+        if slot is None:
+            self._send(datagrams)
+        else:
+            actions = [e for e in events if isinstance(e, _DATAPLANE_EVENTS)]
+            last_install = max(
+                (i for i, e in enumerate(actions) if isinstance(e, _INSTALLS)), default=-1
+            )
+            if datagrams and last_install < 0 and slot.idle():
+                self._send(datagrams)
+                datagrams = ()
+            for event in actions[: last_install + 1]:
+                slot.actions.put_nowait(event)
+            if datagrams:
+                slot.actions.put_nowait(_Send(datagrams))
+            for event in actions[last_install + 1 :]:
+                slot.actions.put_nowait(event)
         if events and self._loop is not None:
             self._loop.call_soon(self._report, session, events)
         elif events:
@@ -269,13 +333,28 @@ class IkeHost:
             delay = max(0.0, deadline - self.clock.now())
             slot.timer = self._loop.call_later(delay, self._on_timer, slot)
 
-    def _report(self, session: IkeSession, events: list[Event]) -> None:
+    def _send(self, datagrams: Sequence[Datagram]) -> None:
+        for out in datagrams:
+            transport = self._transports.get(out.src_port)
+            if transport is None or transport.is_closing():
+                self.counters.send_errors += 1
+                continue
+            nat_t = out.src_port != self.ports[0]
+            payload = NON_ESP_MARKER + out.data if nat_t else out.data
+            try:
+                transport.sendto(payload, out.dst)
+                self.counters.sent += 1
+            except OSError as exc:
+                self.counters.send_errors += 1
+                log.warning("sending IKE to %s:%d failed: %s", *out.dst, exc)
+
+    def _report(self, session: Session, events: Sequence[Event]) -> None:
         for event in events:
             self._log_event(session, event)
             if self._on_event is not None:
                 self._on_event(session, event)
 
-    def _log_event(self, session: IkeSession, event: Event) -> None:
+    def _log_event(self, session: Session, event: Event) -> None:
         tunnel = session.config.tunnel
         if isinstance(event, LogEvent):
             level = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING}
@@ -305,10 +384,16 @@ class IkeHost:
             )
 
     async def _apply_actions(self, slot: _Slot) -> None:
+        """The session's one worker: applies its dataplane events and sends its queued
+        datagrams, strictly in queue order."""
         while True:
-            event = await slot.actions.get()
+            job = await slot.actions.get()
+            slot.busy = True
             try:
-                await self._apply(event)
+                if isinstance(job, _Send):
+                    self._send(job.datagrams)
+                else:
+                    await self._apply(job)
             except DataplaneError as exc:
                 self.counters.dataplane_errors += 1
                 log.error("%s dataplane: %s", slot.session.config.tunnel, exc)
@@ -321,13 +406,15 @@ class IkeHost:
                     exc,
                 )
             finally:
+                slot.busy = False
                 slot.actions.task_done()
 
     async def _apply(self, event: Event) -> None:
         await apply_sa_event(self.dataplane, event)
 
     async def drain_actions(self) -> None:
-        """Wait until every queued dataplane action has been applied (for tests)."""
+        """Wait until every queued dataplane action has been applied and every queued
+        datagram sent (for tests)."""
         for slot in list(self._slots.values()):
             await slot.actions.join()
 

@@ -10,6 +10,8 @@ Each Quick Mode has its own CBC IV chain, starting from hash(last phase 1 block 
 (RFC 2409 App. B). Make-before-break: the responder installs its inbound SA with message 2
 and its outbound SA with message 3; the initiator installs both with message 2, and when
 it replaces an SA it switches outbound a moment later, so the peer has its inbound SA.
+Messages 2 and 3 enable the SAs installed with them: `cgwd.ike.host.IkeHost` sends them
+only once those installs are applied.
 """
 
 from __future__ import annotations
@@ -325,7 +327,7 @@ def _initiator_qm2(  # noqa: PLR0917
     qm.flight.sent(raw, now, None)
     qm.state = "done"
     qm.forget_at = now + 60.0
-    session.send_after_install(sa, raw, now)
+    session.send(sa, raw)  # the host sends it after applying the SAs installed below
     child = _make_child(session, sa, qm, keys, now)
     replacing = bool(session.live_children())
     session.install_child(
@@ -455,7 +457,7 @@ def _respond_qm1(  # noqa: PLR0917
     qm.forget_at = now + 60.0
     session.quick_modes[(sa.cky_i, mid)] = qm
     sa.remember_mid(mid)
-    session.send_after_install(sa, raw, now)
+    session.send(sa, raw)  # the host sends it after applying the SAs installed below
     child = _make_child(session, sa, qm, keys, now)
     qm.child_id = child.child_id
     # Outbound only once HASH(3) proves the peer has the SA (a replayed message 1 never

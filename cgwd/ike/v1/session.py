@@ -56,7 +56,6 @@ from cgwd.ike.v1.sa import (
 ZERO = bytes(8)
 MM5_TRIES = 2
 DUPLICATE_ANSWER_GAP = 1.0
-INSTALL_HEADSTART = 0.05  # seconds between emitting an inbound SA and the message enabling it
 QM_FORGET_AFTER = 60.0  # keep finished Quick Modes to answer retransmissions
 SpiAllocator = Callable[[], int]
 
@@ -94,7 +93,6 @@ class Ikev1Session:
         self.children: dict[int, ChildSa] = {}
         self._child_ids = itertools.count(1)
         self._out: list[Outgoing] = []
-        self._later: list[tuple[float, Outgoing]] = []
         self._events: list[Event] = []
         self.counters: Counter[str] = Counter()
         self.last_down_reason: str | None = None
@@ -189,7 +187,6 @@ class Ikev1Session:
         for t in (self.reconnect_at, self.child_retry_at):
             if t is not None:
                 times.append(t)
-        times += [at for at, _ in self._later]
         return min(times) if times else None
 
     def status(self, now: float | None = None) -> dict[str, Any]:
@@ -271,13 +268,6 @@ class Ikev1Session:
 
     def send(self, sa: IsakmpSa, raw: bytes) -> None:
         self._out.append(Outgoing(raw, (sa.remote_ip, sa.remote_port), sa.local_port))
-
-    def send_after_install(self, sa: IsakmpSa, raw: bytes, now: float) -> None:
-        """Send ``raw`` a moment later: the peer starts using the new SA as soon as it has
-        this message, so the host must have applied the inbound SA we just emitted (its
-        dataplane work runs asynchronously after `events` is drained)."""
-        out = Outgoing(raw, (sa.remote_ip, sa.remote_port), sa.local_port)
-        self._later.append((now + INSTALL_HEADSTART, out))
 
     def send_to(self, raw: bytes, dst: tuple[str, int], src_port: int) -> None:
         self._out.append(Outgoing(raw, dst, src_port))
@@ -598,9 +588,6 @@ class Ikev1Session:
 
     def _timers(self, now: float) -> None:
         cfg = self.config
-        due = [out for at, out in self._later if at <= now]
-        self._later = [(at, out) for at, out in self._later if at > now]
-        self._out.extend(due)
         for sa in list(self.isakmp_sas):
             policy = cfg.retransmit
             if sa.initiator and sa.state == "mm6":

@@ -224,8 +224,7 @@ class V1Pair:
         self.advance(self.now + seconds)
 
     def establish(self) -> None:
-        """Initiate from ``cgw`` and let half a second pass (Quick Mode messages 2 and 3
-        leave 50 ms after the SAs they enable)."""
+        """Initiate from ``cgw`` and let half a second pass."""
         self.cgw.session.initiate(self.now)
         self.run_for(0.5)
 
