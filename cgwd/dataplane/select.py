@@ -7,6 +7,11 @@ and the host's own XFRM state is never touched): an ESP SA is added there, and a
 interface, else a VTI, is created. Module files are not consulted: a module may exist and
 still fail to load (or be built in), and only the kernel knows.
 
+Where no namespace may be made (the shipped systemd unit has ``RestrictNamespaces=yes`` and
+no CAP_SYS_ADMIN), the same probe runs in the daemon's own namespace, touching only what
+cgwd owns: the test SA carries cgwd's mark and a random SPI, has no policy (so no packet can
+ever use it), and is deleted at once, like the throwaway interface.
+
 `choose_dataplane` is what the daemon, `cgwd check` and `cgwd status` call; it returns the
 kind and a one-line reason for the admin.
 """
@@ -14,8 +19,9 @@ kind and a one-line reason for the admin.
 from __future__ import annotations
 
 import ctypes
-import errno
+import logging
 import os
+import secrets
 import threading
 from dataclasses import dataclass
 from functools import partial
@@ -25,6 +31,8 @@ from typing import Literal
 from cgwd.dataplane.base import Dataplane
 from cgwd.esp.suites import suite_by_name
 from cgwd.secret import Secret
+
+log = logging.getLogger(__name__)
 
 CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 PROBE_TIMEOUT = 10.0
@@ -45,8 +53,11 @@ class KernelCapabilities:
         return not self.esp_problem and self.interface_kind is not None
 
 
-def _probe_in_current_thread() -> KernelCapabilities:
+def _probe_in_current_thread(*, shared_namespace: bool = False) -> KernelCapabilities:
+    """Probe in this thread's namespace; ``shared_namespace``: it is the host's, so the
+    test SA is marked as cgwd's and takes a random SPI (never a state someone else has)."""
     from cgwd.dataplane.kernel import (  # noqa: PLC0415 - only when probing
+        OWNED_BASE,
         KernelFeatureError,
         detect_interface_kind,
         explain,
@@ -62,10 +73,11 @@ def _probe_in_current_thread() -> KernelCapabilities:
                 spec = m.SaSpec(
                     IPv4Address("192.0.2.1"),
                     IPv4Address("192.0.2.2"),
-                    0x100,
+                    0x100 if not shared_namespace else 0x10000000 + secrets.randbelow(1 << 27),
                     suite,
                     Secret(bytes(suite.keymat_bytes)),
                     replay_window=1024,
+                    mark=m.Mark(OWNED_BASE + 0xFFFF) if shared_namespace else None,
                 )
                 try:
                     sock.request(partial(m.encode_newsa, spec), f"ESP SA ({name})")
@@ -73,7 +85,7 @@ def _probe_in_current_thread() -> KernelCapabilities:
                     esp_problem = str(explain(exc, f"a test ESP SA ({name})"))
                     break
                 sock.request(
-                    partial(m.encode_delsa, spec.src, spec.dst, spec.spi),
+                    partial(m.encode_delsa, spec.src, spec.dst, spec.spi, mark=spec.mark),
                     "removing the test SA",
                 )
     except XfrmError as exc:
@@ -93,15 +105,12 @@ def probe_kernel() -> KernelCapabilities:
 
     def run() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
-        if libc.unshare(CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            problem = f"cannot probe the kernel: unshare(CLONE_NEWNET): {os.strerror(err)}"
-            if err == errno.EPERM:
-                problem += " (needs CAP_SYS_ADMIN)"
-            box.append(KernelCapabilities(problem, None, problem))
-            return
+        in_own_namespace = libc.unshare(CLONE_NEWNET) == 0
+        if not in_own_namespace:
+            # EPERM under systemd's RestrictNamespaces / without CAP_SYS_ADMIN: probe here.
+            log.debug("kernel probe in the daemon's namespace: %s", os.strerror(ctypes.get_errno()))
         try:
-            box.append(_probe_in_current_thread())
+            box.append(_probe_in_current_thread(shared_namespace=not in_own_namespace))
         except Exception as exc:  # a probe must never take the caller down
             problem = f"probing the kernel failed: {type(exc).__name__}: {exc}"
             box.append(KernelCapabilities(problem, None, problem))

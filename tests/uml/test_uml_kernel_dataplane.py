@@ -214,3 +214,15 @@ def test_guest_environment_is_what_the_scenarios_assume(guest: UmlGuest) -> None
     )
     assert "ESP-OK" in result.output, result.output
     assert os.path.exists(guest.work)
+
+
+def test_auto_picks_the_kernel_also_when_probing_in_the_daemons_namespace(
+    guest: UmlGuest,
+) -> None:
+    result = guest.python("tests/uml/scenario_probe.py", timeout=60)
+    assert result.rc == 0, result.output
+    doc = json.loads(result.output.strip().splitlines()[-1])
+    assert doc["own"] == ["", "vti", ""], doc
+    assert doc["shared"] == doc["own"]
+    assert doc["unchanged"] is True
+    assert doc["choice"][0] == "kernel", doc

@@ -144,3 +144,22 @@ def test_tunnels_without_kernel_support_fail_with_the_missing_feature(
     else:
         assert outcome == "opened"
     assert ns.run("ip", "xfrm", "policy").stdout == ""  # nothing half-installed remains
+
+
+def test_probe_without_a_namespace_of_its_own_agrees_and_leaves_nothing(
+    pair: tuple[Netns, Netns],
+) -> None:
+    """Under the systemd unit (no unshare) the probe runs in the daemon's namespace: it must
+    reach the same verdict and leave no SA, policy or interface behind there."""
+    from cgwd.dataplane.select import _probe_in_current_thread  # noqa: PLC0415
+
+    ns, _ = pair
+    before = [
+        ns.run("ip", *cmd).stdout for cmd in (["xfrm", "state"], ["xfrm", "policy"], ["-o", "link"])
+    ]
+    shared = run_in_netns(ns.name, lambda: _probe_in_current_thread(shared_namespace=True))
+    after = [
+        ns.run("ip", *cmd).stdout for cmd in (["xfrm", "state"], ["xfrm", "policy"], ["-o", "link"])
+    ]
+    assert after == before
+    assert shared == probe_kernel()
