@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import errno
 import json
-import os
 import socket
 import sys
 import textwrap
@@ -21,13 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from cgwd.config.load import LoadedConfiguration, load_configuration
-from cgwd.config.model import Dataplane
 from cgwd.config.proposals import STRONGSWAN_DH, esp_suite_name
 from cgwd.config.tunnel_plan import RekeyPlan, TunnelPlan
+from cgwd.dataplane.select import KernelCapabilities, choose_dataplane, probe_kernel
 
 DEFAULT_CONFIG = Path("/etc/cgwd/cgwd.toml")
-# What the kernel dataplane needs: ESP (esp4) and xfrm interfaces (xfrm_interface).
-KERNEL_MODULES = ("esp4", "xfrm_interface")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,42 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"the configuration file (default {DEFAULT_CONFIG})",
     )
     parser.add_argument("--json", action="store_true", help="print the plan as JSON")
-
-
-def kernel_dataplane_missing(root: Path = Path("/")) -> tuple[str, ...]:
-    """The kernel features the kernel dataplane needs and this machine lacks.
-
-    A module counts as present when loaded (``/sys/module``), built in
-    (``modules.builtin``) or loadable (``modules.dep``). Reads files only; never loads
-    anything.
-    """
-    release = os.uname().release
-    modules_dir = root / "lib/modules" / release
-    listed: set[str] = set()
-    for name in ("modules.builtin", "modules.dep"):
-        try:
-            text = (modules_dir / name).read_text(errors="replace")
-        except OSError:
-            continue
-        for line in text.splitlines():
-            module = line.split(":", 1)[0].rsplit("/", 1)[-1]
-            listed.add(module.split(".ko", 1)[0].replace("-", "_"))
-    return tuple(
-        m for m in KERNEL_MODULES if not (root / "sys/module" / m).exists() and m not in listed
-    )
-
-
-def resolve_dataplane(choice: Dataplane, missing: tuple[str, ...]) -> tuple[str, str]:
-    """The dataplane ``auto`` would pick and why (``missing``: `kernel_dataplane_missing`)."""
-    if choice == "kernel":
-        if missing:
-            return "kernel", f"configured; this kernel lacks {', '.join(missing)}: it will fail"
-        return "kernel", "configured"
-    if choice == "userspace":
-        return "userspace", "configured (a fallback: far below AWS's 1.25 Gbit/s per tunnel)"
-    if missing:
-        return "userspace", f"auto: this kernel lacks {', '.join(missing)}"
-    return "kernel", "auto: the kernel has ESP and xfrm interfaces"
 
 
 def is_local_address(address: IPv4Address) -> bool:
@@ -113,15 +74,17 @@ def host_notes(
 
 def run(args: argparse.Namespace) -> int:
     loaded = load_configuration(args.config)
-    missing = kernel_dataplane_missing()
+    # The kernel is probed (for real, as the daemon does) only when a tunnel may use it.
+    wants_kernel = any(t.dataplane != "userspace" for c in loaded.connections for t in c.tunnels)
+    capabilities = probe_kernel() if wants_kernel else None
     notes = host_notes(loaded)
     if args.json:
-        doc = plan_json(loaded, missing)
+        doc = plan_json(loaded, capabilities)
         doc["host_notes"] = notes
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        sys.stdout.write(plan_text(loaded, missing))
+        sys.stdout.write(plan_text(loaded, capabilities))
         sys.stdout.writelines(f"note: {note}\n" for note in notes)
     return 0
 
@@ -137,8 +100,8 @@ def _rekey_json(plan: RekeyPlan) -> dict[str, Any]:
     }
 
 
-def _tunnel_json(t: TunnelPlan, missing: tuple[str, ...]) -> dict[str, Any]:
-    dataplane, dataplane_reason = resolve_dataplane(t.dataplane, missing)
+def _tunnel_json(t: TunnelPlan, capabilities: KernelCapabilities | None) -> dict[str, Any]:
+    dataplane, dataplane_reason = choose_dataplane(t.dataplane, capabilities)
     p = t.proposals
     return {
         "index": t.index,
@@ -185,7 +148,9 @@ def _tunnel_json(t: TunnelPlan, missing: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-def plan_json(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> dict[str, Any]:
+def plan_json(
+    loaded: LoadedConfiguration, capabilities: KernelCapabilities | None
+) -> dict[str, Any]:
     """The `cgwd check --json` document. It never contains a pre-shared key."""
     return {
         "config": str(loaded.config.source),
@@ -198,7 +163,7 @@ def plan_json(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> dict[str
                 "routing": c.aws.routing,
                 "tunnel_preference": c.config.tunnel_preference,
                 "proposals": c.config.proposals,
-                "tunnels": [_tunnel_json(t, missing) for t in c.tunnels],
+                "tunnels": [_tunnel_json(t, capabilities) for t in c.tunnels],
                 "warnings": list(c.warnings),
             }
             for c in loaded.connections
@@ -237,7 +202,7 @@ def _ikev1_lines(t: TunnelPlan) -> list[str]:
     return [f"{pair}-{{{','.join(dh)}}}" for pair, dh in groups.items()]
 
 
-def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
+def plan_text(loaded: LoadedConfiguration, capabilities: KernelCapabilities | None) -> str:
     """The human-readable plan printed by `cgwd check`."""
     out = [f"{loaded.config.source}: OK, {len(loaded.connections)} connection(s)\n"]
     out.append(f"control socket {loaded.config.daemon.control_socket}\n")
@@ -247,7 +212,7 @@ def plan_text(loaded: LoadedConfiguration, missing: tuple[str, ...]) -> str:
             f"routing, from {c.config.aws_config}\n"
         )
         for t in c.tunnels:
-            dataplane, why = resolve_dataplane(t.dataplane, missing)
+            dataplane, why = choose_dataplane(t.dataplane, capabilities)
             local = str(t.local_address) if t.local_address else "route to the endpoint decides"
             out.append(f"  tunnel {t.index}: interface {t.interface}\n")
             out.append(_row("AWS endpoint", f"{t.remote_address} (IKE ID {t.identity or '-'})"))

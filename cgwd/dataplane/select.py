@@ -38,6 +38,7 @@ CLONE_NEWNET = 0x40000000  # <linux/sched.h>
 PROBE_TIMEOUT = 10.0
 
 Requested = Literal["auto", "kernel", "userspace"]
+USERSPACE_CONFIGURED = "configured (cgwd's own ESP over TUN: a fallback, slower than the kernel)"
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def choose_dataplane(
     kernel cannot do it (the daemon then fails with the reason); "userspace" is kept as is.
     """
     if requested == "userspace":
-        return "userspace", "configured"
+        return "userspace", USERSPACE_CONFIGURED
     caps = capabilities if capabilities is not None else probe_kernel()
     if requested == "kernel":
         if caps.usable:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,10 +15,9 @@ from config_fixtures import FakeLoader, connection
 from cgwd.commands.check import (
     host_notes,
     is_local_address,
-    kernel_dataplane_missing,
-    resolve_dataplane,
 )
 from cgwd.config.load import load_configuration
+from cgwd.dataplane.select import KernelCapabilities, choose_dataplane
 
 REPO = Path(__file__).parents[2]
 SAMPLES = REPO / "config" / "aws"
@@ -271,25 +269,18 @@ def test_check_missing_config() -> None:
 # --- the host-facing parts of check, in process ---------------------------------------------
 
 
-def test_kernel_dataplane_probe_reads_modules_files(tmp_path: Path) -> None:
-    release = os.uname().release
-    modules = tmp_path / "lib" / "modules" / release
-    modules.mkdir(parents=True)
-    assert kernel_dataplane_missing(tmp_path) == ("esp4", "xfrm_interface")
-    (modules / "modules.builtin").write_text("kernel/net/ipv4/esp4.ko\n")
-    assert kernel_dataplane_missing(tmp_path) == ("xfrm_interface",)
-    (modules / "modules.dep").write_text("kernel/net/xfrm/xfrm_interface.ko.xz: kernel/x.ko\n")
-    assert kernel_dataplane_missing(tmp_path) == ()
-    (tmp_path / "lib").rename(tmp_path / "gone")
-    (tmp_path / "sys" / "module" / "esp4").mkdir(parents=True)
-    assert kernel_dataplane_missing(tmp_path) == ("xfrm_interface",)
-
-
-def test_resolve_dataplane() -> None:
-    assert resolve_dataplane("auto", ())[0] == "kernel"
-    assert resolve_dataplane("auto", ("esp4",)) == ("userspace", "auto: this kernel lacks esp4")
-    assert "it will fail" in resolve_dataplane("kernel", ("esp4",))[1]
-    assert resolve_dataplane("userspace", ())[0] == "userspace"
+def test_check_shows_the_dataplane_choice_from_the_kernel_probe() -> None:
+    """`cgwd check` reports what `choose_dataplane` decides for the probed kernel."""
+    no_esp = KernelCapabilities("the kernel has no ESP (CONFIG_INET_ESP)", None, "no VTIs")
+    vti = KernelCapabilities("", "vti", "")
+    assert choose_dataplane("auto", vti) == (
+        "kernel",
+        "auto: the kernel has ESP and vti interfaces",
+    )
+    kind, why = choose_dataplane("auto", no_esp)
+    assert kind == "userspace" and "CONFIG_INET_ESP" in why
+    assert "it will fail" in choose_dataplane("kernel", no_esp)[1]
+    assert choose_dataplane("userspace", no_esp)[0] == "userspace"
 
 
 def test_is_local_address() -> None:

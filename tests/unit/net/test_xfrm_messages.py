@@ -199,7 +199,8 @@ def test_choose_dataplane_reasons() -> None:
     assert "neither" in choose_dataplane("auto", no_if)[1]
     kind, why = choose_dataplane("kernel", no_esp)
     assert kind == "kernel" and "will fail" in why and "CONFIG_INET_ESP" in why
-    assert choose_dataplane("userspace", good) == ("userspace", "configured")
+    assert choose_dataplane("userspace", good)[0] == "userspace"
+    assert choose_dataplane("userspace", good)[1].startswith("configured")
 
 
 def test_create_dataplane_follows_the_choice() -> None:
