@@ -61,13 +61,32 @@ demo: deps
 bench: deps
 	$(PY) -m bench
 
-install: venv
-	install -d /etc/cgwd
-	[ -e /etc/cgwd/cgwd.toml ] || install -m 0600 config/cgwd.toml /etc/cgwd/cgwd.toml
-	$(PYTHON) -m pip install --prefix /usr/local .
-	install -m 0644 systemd/cgwd.service /etc/systemd/system/cgwd.service
-	install -D -m 0644 systemd/cgwd.tmpfiles /usr/lib/tmpfiles.d/cgwd.conf
-	-systemd-tmpfiles --create /usr/lib/tmpfiles.d/cgwd.conf
+# `make install`: cgwd in its own virtualenv (Debian's Python refuses system-wide pip
+# installs, PEP 668), the command on PATH, the unit, the tmpfiles entry and an example
+# configuration (never overwriting one). Every directory can be moved for packaging or
+# tests: make install PREFIX=... BINDIR=... SYSCONFDIR=... UNITDIR=... TMPFILESDIR=...
+PREFIX      ?= /opt/cgwd
+BINDIR      ?= /usr/local/bin
+SYSCONFDIR  ?= /etc/cgwd
+UNITDIR     ?= /etc/systemd/system
+TMPFILESDIR ?= /usr/lib/tmpfiles.d
+
+install:
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/python -m pip install -q --disable-pip-version-check .
+	install -d $(BINDIR)
+	ln -sf $(PREFIX)/bin/cgwd $(BINDIR)/cgwd
+	install -d -m 0700 $(SYSCONFDIR)
+	[ -e $(SYSCONFDIR)/cgwd.toml ] || install -m 0600 config/cgwd.toml $(SYSCONFDIR)/cgwd.toml
+	install -d $(UNITDIR) $(TMPFILESDIR)
+	sed -e 's|/usr/local/bin/cgwd|$(BINDIR)/cgwd|; s|/etc/cgwd/cgwd.toml|$(SYSCONFDIR)/cgwd.toml|' \
+		systemd/cgwd.service > $(UNITDIR)/cgwd.service
+	chmod 0644 $(UNITDIR)/cgwd.service
+	install -m 0644 systemd/cgwd.tmpfiles $(TMPFILESDIR)/cgwd.conf
+	@if [ "$(TMPFILESDIR)" = /usr/lib/tmpfiles.d ] && command -v systemd-tmpfiles >/dev/null; then \
+		systemd-tmpfiles --create $(TMPFILESDIR)/cgwd.conf; fi
+	@echo "installed: $(BINDIR)/cgwd -> $(PREFIX), $(UNITDIR)/cgwd.service, $(SYSCONFDIR)/cgwd.toml"
+	@echo "next: put your AWS download in $(SYSCONFDIR) (chmod 600), edit cgwd.toml, cgwd check, systemctl enable --now cgwd"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
