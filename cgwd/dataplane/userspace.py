@@ -348,8 +348,10 @@ class UserspaceDataplane:
             def publish(early: list[bytes]) -> None:
                 t.inbound = {**t.inbound, sa.spi: _Inbound(sa, inbound, early)}
 
-            if t.early.install(sa.spi, self._clock(), publish):
+            early = t.early.install(sa.spi, self._clock(), publish)
+            if early:
                 _wake(t)  # the rx worker decapsulates them now, not at the next packet
+                log.info("SA %s: %d packet(s) that arrived before it handed over", sa, early)
         else:
             state = _Outbound(sa, outbound, udp, raw)
             t.outbound_sas[sa] = state
