@@ -91,8 +91,9 @@ class EarlyPackets:
             self._count(DROP_RELEASED, len(queue.packets))
             return len(queue.packets)
 
-    def hold(self, spi: int, packet: bytes, now: float) -> str | None:
-        """Hold ``packet`` (a copy the caller made) for ``spi``.
+    def hold(self, spi: int, packet: bytes | memoryview, now: float) -> str | None:
+        """Hold a copy of ``packet`` for ``spi`` (copied only if held: the caller's buffer
+        may be reused as soon as this returns).
 
         Returns None if held; `NOT_RESERVED` (not counted); or the drop reason, counted.
         """
@@ -110,7 +111,7 @@ class EarlyPackets:
                 or queue.nbytes + len(packet) > self._max_bytes
             ):
                 return self._count(DROP_OVERFLOW)
-            queue.packets.append((now, packet))
+            queue.packets.append((now, bytes(packet)))
             queue.nbytes += len(packet)
             self._held_total += 1
             return None

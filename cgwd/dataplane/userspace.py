@@ -725,7 +725,7 @@ class UserspaceDataplane:
     def _hold_early(self, t: _Tunnel, spi: int, d: memoryview, now: float) -> _Inbound | None:
         """An ESP packet for an SPI with no SA: hold it if the SPI is reserved, else drop
         it. Returns the SA if it was installed meanwhile (the packet is then not held)."""
-        reason = t.early.hold(spi, bytes(d), now)
+        reason = t.early.hold(spi, d, now)
         if reason is None:
             return None
         if reason == NOT_RESERVED:

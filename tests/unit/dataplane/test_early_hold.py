@@ -126,3 +126,12 @@ def test_memory_stays_bounded_under_a_flood_of_guessed_spis() -> None:
     assert refused == 10_000
     # 4 SPIs x min(32 packets, 46 x 1400 octets within 64 KiB) = 4 x 32.
     assert early.held() == 4 * 32
+
+
+def test_a_held_packet_is_a_copy_of_the_receive_buffer() -> None:
+    early = EarlyPackets()
+    early.reserve(SPI)
+    buf = bytearray(b"first")
+    assert early.hold(SPI, memoryview(buf), 0.0) is None
+    buf[:] = b"reuse"  # the rx worker receives the next datagram into the same buffer
+    assert _taken(early, SPI, 0.0) == [b"first"]
