@@ -36,7 +36,7 @@ from cgwd.net.base import (
     Nexthop,
     RouteSpec,
 )
-from cgwd.net.nft import Nft, mss_clamp_document, remove_table_document
+from cgwd.net.nft import Nft, mss_clamp_document
 from cgwd.net.sysctl import interface_key, read_sysctl, write_sysctl
 
 T = TypeVar("T")
@@ -274,7 +274,7 @@ class PyrouteNetOps:
         self._nft.apply(mss_clamp_document(clamps))
 
     def remove_mss_clamp(self) -> None:
-        self._nft.apply(remove_table_document())
+        self._nft.remove_table()
 
     # -- crash recovery ---------------------------------------------------------------------
 
@@ -283,9 +283,7 @@ class PyrouteNetOps:
         for route in self.list_routes():
             self.delete_route(route)
             report.routes.append(route)
-        if self._nft.table_exists():
-            self.remove_mss_clamp()
-            report.nft_table = True
+        report.nft_table = self._nft.remove_table()
         return report
 
     def close(self) -> None:

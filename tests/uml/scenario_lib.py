@@ -146,8 +146,9 @@ async def _make_dataplane() -> KernelDataplane:
 
 class RecordingNft:
     """Stands in for `cgwd.net.nft.Nft` in the guest: Debian's UML kernel is built without
-    CONFIG_NF_TABLES_INET/IPV4/IPV6, so no ``inet`` table can exist there. The documents
-    are recorded; the clamp itself is exercised on the host kernel by
+    CONFIG_NF_TABLES_INET/IPV4/IPV6 (only the bridge family), so no ``inet`` table can exist
+    there and the real Nft refuses the clamp (scenario_nft_support.py checks that error).
+    The documents are recorded; the clamp itself is exercised on the host kernel by
     tests/netns/test_tunnel_pair_mss_clamp.py (this scenario with the userspace datapath)."""
 
     def __init__(self) -> None:
@@ -157,6 +158,9 @@ class RecordingNft:
         self.documents.append(document)
 
     def table_exists(self) -> bool:
+        return False
+
+    def remove_table(self) -> bool:
         return False
 
 

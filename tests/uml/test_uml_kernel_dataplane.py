@@ -113,6 +113,27 @@ def test_both_ends_kernel_datapath_traffic_rekey_and_clean_shutdown(guest: UmlGu
     assert "shutdown_errors" not in doc
 
 
+def test_mss_clamp_on_a_kernel_without_the_nftables_inet_family_is_a_clear_error(
+    guest: UmlGuest,
+) -> None:
+    # Why the clamp above is only recorded: the guest kernel's nf_tables has the bridge
+    # family alone (CONFIG_NF_TABLES_INET/IPV4/IPV6 unset; nft itself says so here).
+    doc = _scenario(guest, "scenario_nft_support.py", timeout=60)
+    assert doc["nft_add_table_accepted"] == {
+        "inet": False,
+        "ip": False,
+        "ip6": False,
+        "bridge": True,
+    }
+    error = doc["apply_error"]
+    assert error is not None and error.startswith("cannot install the TCP MSS clamp"), error
+    for option in ("CONFIG_NF_TABLES_INET", "CONFIG_NF_TABLES_IPV4", "CONFIG_NF_TABLES_IPV6"):
+        assert option in error
+    # Shutdown and crash cleanup still work there, and leave nothing.
+    assert doc["cleanup_nft_table"] is False
+    assert doc["tables_after"] == ""
+
+
 def test_two_zero_selector_tunnels_coexist_on_one_host(guest: UmlGuest) -> None:
     doc = _scenario(guest, "scenario_two_tunnels.py")
     assert doc["ping_both_at_once"] == {"169.254.11.1": True, "169.254.12.1": True}
