@@ -6,6 +6,9 @@ edge: what fits is kept in order, one more is dropped and counted under its reas
 
 from __future__ import annotations
 
+import threading
+import time
+
 from cgwd.dataplane.early_hold import (
     DROP_EXPIRED,
     DROP_OVERFLOW,
@@ -135,3 +138,43 @@ def test_a_held_packet_is_a_copy_of_the_receive_buffer() -> None:
     assert early.hold(SPI, memoryview(buf), 0.0) is None
     buf[:] = b"reuse"  # the rx worker receives the next datagram into the same buffer
     assert _taken(early, SPI, 0.0) == [b"first"]
+
+
+def test_a_packet_racing_the_install_is_either_handed_over_or_finds_the_sa() -> None:
+    """The rx worker holds while the control side installs: a hold refused as NOT_RESERVED
+    must come after the SA was published (so the worker's second lookup finds it), and
+    every packet held before that must be in what was handed over."""
+    for round_ in range(50):
+        _race_hold_against_install(round_)
+
+
+def _race_hold_against_install(round_: int) -> None:
+    early = EarlyPackets(max_packets=10**6, max_bytes=10**9)
+    early.reserve(SPI)
+    published: list[list[bytes]] = []
+    outcome: dict[int, str] = {}
+    start = threading.Event()
+
+    def rx() -> None:
+        start.wait()
+        deadline = time.monotonic() + 5
+        i = 0
+        while time.monotonic() < deadline:  # until refused: the install came
+            if early.hold(SPI, i.to_bytes(4, "big"), 0.0) == NOT_RESERVED:
+                outcome[i] = "found the SA" if published else "LOST"
+                return
+            outcome[i] = "held"
+            i += 1
+
+    worker = threading.Thread(target=rx)
+    worker.start()
+    start.set()
+    deadline = time.monotonic() + 5
+    while early.held_total() < 1 + round_ and time.monotonic() < deadline:
+        pass  # install mid-stream: some packets held before, later ones refused
+    early.install(SPI, 0.0, published.append)
+    worker.join()
+    assert "LOST" not in outcome.values()
+    assert "found the SA" in outcome.values(), "the install did not land mid-stream"
+    held = [i for i, what in outcome.items() if what == "held"]
+    assert published == [[i.to_bytes(4, "big") for i in held]]
