@@ -202,6 +202,17 @@ def test_nft_document_checks_applies_and_is_idempotent(lab: Lab) -> None:
     assert not Nft(lab.r.name).table_exists()
 
 
+def test_family_probe_finds_this_kernels_families_and_changes_nothing(lab: Lab) -> None:
+    nft = Nft(lab.r.name)
+    # This kernel has them all (checked with nft itself, not with the code under test).
+    for family in ("inet", "ip", "ip6"):
+        assert lab.r.run("nft", "-c", "add", "table", family, "cgwd").returncode == 0
+        assert nft.family_supported(family)
+    tables = json.loads(lab.r.run("nft", "-j", "list", "tables").stdout)["nftables"]
+    assert [t for t in tables if "table" in t] == []  # the probes were check-only
+    assert nft.remove_table() is False  # nothing to remove: not an error
+
+
 # SYN and SYN-ACK only: IPv4 has a TCP flags shorthand; for IPv6 (no extension headers
 # here) the flags are byte 13 of the TCP header after the 40-byte IPv6 header.
 SYN_FILTER = {4: "tcp[tcpflags] & tcp-syn != 0", 6: "ip6 and tcp and ip6[53] & 2 != 0"}
