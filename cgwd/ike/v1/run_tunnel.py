@@ -1,9 +1,10 @@
-"""Run one IKEv1 tunnel from an AWS configuration download, with the userspace dataplane.
+"""Run one IKEv1 tunnel from an AWS configuration download.
 
     python -m cgwd.ike.v1.run_tunnel --aws-config FILE --tunnel 1 --local-address 192.0.2.117 ...
 
-The same command line as `cgwd.ike.run_tunnel` (IKEv2); the session is an
-`cgwd.ike.v1.session.Ikev1Session`, driven by the same `cgwd.ike.host.IkeHost`.
+The same command line as `cgwd.ike.run_tunnel` (IKEv2), ``--dataplane`` included (userspace
+by default); the session is an `cgwd.ike.v1.session.Ikev1Session`, driven by the same
+`cgwd.ike.host.IkeHost`.
 Lifetimes are proposed as given (``--ike-lifetime``/``--child-lifetime``, default AWS's
 28800 s / 3600 s). Exit status: 0 after a signal, 2 for a configuration error, 1 otherwise.
 """
@@ -22,12 +23,12 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from cgwd.config.aws import AwsTunnel
 from cgwd.config.importers import load_aws_config
 from cgwd.config.proposals import ProposalError, proposals_for
-from cgwd.dataplane.userspace import UserspaceDataplane
+from cgwd.dataplane.select import create_dataplane
 from cgwd.errors import CgwdError, ConfigError
 from cgwd.ike.clock import MonotonicClock
 from cgwd.ike.events import Event
@@ -105,8 +106,14 @@ async def run(args: argparse.Namespace) -> int:
     cfg = session_config(tunnel, args, conn.format)
     spec = tunnel_spec(tunnel, args)
     clock = MonotonicClock()
-    dataplane = UserspaceDataplane()
-    await dataplane.open_tunnel(spec)
+    # The kernel probe of "auto" blocks for a moment: off the event loop.
+    dataplane, reason = await asyncio.to_thread(create_dataplane, args.dataplane)
+    log.info("dataplane: %s (%s)", dataplane.kind, reason)
+    try:
+        await dataplane.open_tunnel(spec)
+    except BaseException:
+        await dataplane.close()
+        raise
     for route in args.route:
         subprocess.run(
             ["ip", "route", "replace", str(route), "dev", spec.name], check=True, timeout=10
@@ -127,11 +134,9 @@ async def run(args: argparse.Namespace) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # The host is typed for the IKEv2 session; the IKEv1 one offers the same surface.
-    driven = cast(Any, session)
     try:
         await host.start()
-        host.add_session(driven)
+        host.add_session(session)
         log.info(
             "tunnel %s: %s -> %s (IKEv1, %s)",
             spec.name,
@@ -140,7 +145,7 @@ async def run(args: argparse.Namespace) -> int:
             "waiting for the peer" if args.passive else "initiating",
         )
         if not args.passive:
-            host.initiate(driven)
+            host.initiate(session)
         else:
             session.wanted = True
         while not stop.is_set():

@@ -8,7 +8,6 @@ import asyncio
 import socket
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface
-from typing import Any, cast
 
 from ikev1_pair import config_for
 
@@ -58,12 +57,12 @@ async def _run() -> None:
             dpd_delay=0.3,
         )
         session = Ikev1Session(cfg, SystemRng(), lambda dp=dp: dp.allocate_spi("vti1"), clock.now())
-        host.add_session(cast(Any, session))  # the host is typed for the IKEv2 session
+        host.add_session(session)
         hosts.append(host)
         dps.append(dp)
         sessions.append(session)
     try:
-        hosts[0].initiate(cast(Any, sessions[0]))
+        hosts[0].initiate(sessions[0])
         for _ in range(100):
             await asyncio.sleep(0.05)
             await hosts[0].drain_actions()
