@@ -14,9 +14,10 @@ PYTEST_ARGS ?=
 #  - user-mode-linux, kmod: a kernel with ESP/VTI for the kernel datapath tests
 #  - openssl: the reference figures in bench/
 #  - systemd: systemd-analyze verify/security for the unit file
+#  - python3-venv: the virtualenvs of `make test` and `make install` on a plain Debian Python
 DEBIAN_PACKAGES := iproute2 nftables strongswan-charon strongswan-swanctl \
 	libcharon-extra-plugins libstrongswan-extra-plugins iperf3 tcpdump strace iputils-ping \
-	user-mode-linux kmod openssl systemd
+	user-mode-linux kmod openssl systemd python3-venv
 
 .PHONY: all deps debian-packages venv lint typecheck unit test test-fast demo bench install clean
 
