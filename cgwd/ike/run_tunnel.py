@@ -26,6 +26,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
@@ -40,7 +41,7 @@ from cgwd.errors import CgwdError, ConfigError
 from cgwd.ike.clock import MonotonicClock
 from cgwd.ike.constants import ProtocolId
 from cgwd.ike.events import Event
-from cgwd.ike.host import IkeHost
+from cgwd.ike.host import IkeHost, Session
 from cgwd.ike.retransmit import ReconnectBackoff, RetransmitPolicy
 from cgwd.ike.rng import SystemRng
 from cgwd.ike.v2.sa import IkeSessionConfig
@@ -72,24 +73,27 @@ def session_config(tunnel: AwsTunnel, args: argparse.Namespace, fmt: Any) -> Ike
         force_encap=args.force_encap,
         auto_initiate=True,
     )
+    return replace(cfg, **timing_overrides(cfg, args))
+
+
+def timing_overrides(cfg: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The command line's timing options as `dataclasses.replace` arguments for a session
+    config of either IKE version (both have these fields)."""
     overrides: dict[str, Any] = {}
-    for name in (
-        "child_rekey_time",
-        "child_lifetime",
-        "ike_rekey_time",
-        "ike_lifetime",
-        "dpd_delay",
-        "rekey_jitter",
-    ):
+    for name in ("child_rekey_time", "ike_rekey_time", "dpd_delay", "rekey_jitter"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
-    for prefix, field in (("dpd_retransmit", "dpd_retransmit"), ("retransmit", "retransmit")):
+    for name in ("child_lifetime", "ike_lifetime"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = type(getattr(cfg, name))(value)  # IKEv1 counts whole seconds
+    for prefix in ("dpd_retransmit", "retransmit"):
         interval = getattr(args, f"{prefix}_interval")
         tries = getattr(args, f"{prefix}_tries")
         if interval is not None or tries is not None:
-            base = getattr(cfg, field)
-            overrides[field] = RetransmitPolicy(
+            base: RetransmitPolicy = getattr(cfg, prefix)
+            overrides[prefix] = RetransmitPolicy(
                 initial=interval if interval is not None else base.initial,
                 factor=1.0 if interval is not None else base.factor,
                 max_interval=interval if interval is not None else base.max_interval,
@@ -97,7 +101,7 @@ def session_config(tunnel: AwsTunnel, args: argparse.Namespace, fmt: Any) -> Ike
             )
     if args.reconnect_cap is not None:
         overrides["reconnect"] = ReconnectBackoff(cap=args.reconnect_cap)
-    return replace(cfg, **overrides)
+    return overrides
 
 
 def tunnel_spec(tunnel: AwsTunnel, args: argparse.Namespace) -> TunnelSpec:
@@ -115,20 +119,32 @@ def tunnel_spec(tunnel: AwsTunnel, args: argparse.Namespace) -> TunnelSpec:
     )
 
 
-def _write_status(
-    path: Path | None, session: IkeSession, now: float, host: IkeHost | None = None
-) -> None:
+def _write_status(path: Path | None, session: Session, now: float, host: IkeHost) -> None:
     if path is None:
         return
     status = session.status(now)
-    if host is not None:
-        status["host_counters"] = dataclasses.asdict(host.counters)
+    status["host_counters"] = dataclasses.asdict(host.counters)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(status, indent=1, sort_keys=True))
     os.replace(tmp, path)
 
 
-async def run(args: argparse.Namespace) -> int:
+# (the tunnel's session config, the SPI allocator, now) -> a session of that IKE version
+SessionFactory = Callable[[Any, Callable[[], int], float], Session]
+
+
+async def run_tunnel(
+    args: argparse.Namespace,
+    *,
+    version: str,
+    session_config: Callable[[AwsTunnel, argparse.Namespace, Any], Any],
+    new_session: SessionFactory,
+    on_passive: Callable[[Session], None] | None = None,
+) -> int:
+    """Run one tunnel of either IKE version until SIGTERM/SIGINT (see the module docstring).
+
+    ``on_passive``: what a session needs instead of `IkeHost.initiate` with ``--passive``.
+    """
     conn = load_aws_config(args.aws_config)
     tunnel = next((t for t in conn.tunnels if t.index == args.tunnel), None)
     if tunnel is None:
@@ -148,39 +164,38 @@ async def run(args: argparse.Namespace) -> int:
         subprocess.run(
             ["ip", "route", "replace", str(route), "dev", spec.name], check=True, timeout=10
         )
-    holder: dict[str, IkeSession] = {}
+    loop = asyncio.get_running_loop()
     pending: list[asyncio.TimerHandle] = []
+    session = new_session(cfg, lambda: dataplane.allocate_spi(spec.name), clock.now())
 
-    def on_event(session: IkeSession, event: Event) -> None:
-        # Debounced: a status write must not delay the dataplane work of a rekey.
-        if not pending:
-            pending.append(loop.call_later(0.05, flush, session))
-
-    def flush(session: IkeSession) -> None:
+    def flush() -> None:
         pending.clear()
         _write_status(args.status_file, session, clock.now(), host)
 
-    loop = asyncio.get_running_loop()
+    def on_event(_session: Session, _event: Event) -> None:
+        # Debounced: a status write must not delay the dataplane work of a rekey.
+        if not pending:
+            pending.append(loop.call_later(0.05, flush))
+
     host = IkeHost(dataplane, clock, args.local_address, on_event=on_event)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await host.start()
-        session = IkeSession(
-            cfg, SystemRng(), lambda: dataplane.allocate_spi(spec.name), clock.now()
-        )
-        holder["s"] = session
         host.add_session(session)
         log.info(
-            "tunnel %s: %s -> %s (IKEv2, %s)",
+            "tunnel %s: %s -> %s (%s, %s)",
             spec.name,
             args.local_address,
             tunnel.vpn_gateway_outside_ip,
+            version,
             "waiting for the peer" if args.passive else "initiating",
         )
         if not args.passive:
             host.initiate(session)
+        elif on_passive is not None:
+            on_passive(session)
         while not stop.is_set():
             _write_status(args.status_file, session, clock.now(), host)
             with contextlib.suppress(TimeoutError):
@@ -188,10 +203,18 @@ async def run(args: argparse.Namespace) -> int:
         log.info("tunnel %s: stopping", spec.name)
     finally:
         await host.close(delete=True, grace=0.5)
-        if "s" in holder:
-            _write_status(args.status_file, holder["s"], clock.now(), host)
+        _write_status(args.status_file, session, clock.now(), host)
         await dataplane.close()
     return 0
+
+
+async def run(args: argparse.Namespace) -> int:
+    return await run_tunnel(
+        args,
+        version="IKEv2",
+        session_config=session_config,
+        new_session=lambda cfg, spi, now: IkeSession(cfg, SystemRng(), spi, now),
+    )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -267,7 +290,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(
+    argv: list[str] | None = None,
+    run: Callable[[argparse.Namespace], Coroutine[Any, Any, int]] = run,
+) -> int:
+    """The command: parse, log to stderr, run; errors as one line (2: configuration)."""
     args = parse_args(argv)
     logging.basicConfig(
         level=getattr(logging, str(args.log_level).upper(), logging.INFO),

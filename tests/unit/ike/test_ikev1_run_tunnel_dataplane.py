@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import cgwd.ike.run_tunnel as shared_runner
 import cgwd.ike.v1.run_tunnel as v1_run_tunnel
 from cgwd.dataplane.base import Dataplane
 from cgwd.errors import CgwdError
@@ -31,7 +32,7 @@ def test_dataplane_option_reaches_create_dataplane(
         requested.append(kind)
         raise CgwdError(f"no {kind} dataplane here (test)")
 
-    monkeypatch.setattr(v1_run_tunnel, "create_dataplane", refuse)
+    monkeypatch.setattr(shared_runner, "create_dataplane", refuse)  # the runner both share
     status = v1_run_tunnel.main(
         ["--aws-config", str(AWS_CONFIG), "--local-address", "192.0.2.117", *argv]
     )
