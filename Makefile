@@ -15,9 +15,11 @@ PYTEST_ARGS ?=
 #  - openssl: the reference figures in bench/
 #  - systemd: systemd-analyze verify/security for the unit file
 #  - python3-venv: the virtualenvs of `make test` and `make install` on a plain Debian Python
+#  - iptables: iptables-legacy, the MSS clamp's fallback on kernels whose nftables lacks the
+#    inet family (Debian's UML kernel among them)
 DEBIAN_PACKAGES := iproute2 nftables strongswan-charon strongswan-swanctl \
 	libcharon-extra-plugins libstrongswan-extra-plugins iperf3 tcpdump strace iputils-ping \
-	user-mode-linux kmod openssl systemd python3-venv
+	user-mode-linux kmod openssl systemd python3-venv iptables
 
 .PHONY: all deps debian-packages venv lint typecheck unit test test-fast demo bench install clean
 

@@ -11,8 +11,10 @@ nf_tables module, not a module of its own) answers EOPNOTSUPP to any ``inet`` ta
 Debian's user-mode Linux kernel is one: it has only the ``bridge`` family, no ``ip`` or
 ``ip6`` either. `Nft.apply` then probes which families exist (``nft -c``, once, cached) and
 raises an error naming the missing kernel options instead of nft's bare "Operation not
-supported". Removing the table first checks that it exists, so shutdown and crash cleanup
-succeed on such a kernel (no cgwd table can exist there).
+supported"; `cgwd.net.pyroute` then falls back to x_tables (`cgwd.net.xtables`), and only
+if that fails too is the error reported, with both reasons. Removing the table first
+checks that it exists, so shutdown and crash cleanup succeed on such a kernel (no cgwd
+table can exist there).
 
 The chain hooks ``forward`` at priority ``mangle`` (-150), before any filter chain, so the
 clamp holds whatever the admin's own firewall does with the packet later. For every tunnel
@@ -150,8 +152,11 @@ def missing_family_message(supported: Mapping[str, bool]) -> str:
     )
     if present:
         message += f"; it has {' and '.join(present)}, which cgwd does not use yet"
-    return (
-        message + ". Use a kernel built with CONFIG_NF_TABLES_INET=y, as distribution kernels are"
+    return message + (
+        ". Use a kernel built with CONFIG_NF_TABLES_INET=y, as distribution kernels are, or "
+        "give cgwd the x_tables fallback: a kernel with CONFIG_IP_NF_MANGLE, "
+        "CONFIG_IP6_NF_MANGLE and CONFIG_NETFILTER_XT_TARGET_TCPMSS, and the iptables-legacy "
+        "tools (Debian package iptables)"
     )
 
 

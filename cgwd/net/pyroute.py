@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import socket
 from collections.abc import Callable, Sequence
@@ -38,6 +39,9 @@ from cgwd.net.base import (
 )
 from cgwd.net.nft import Nft, mss_clamp_document
 from cgwd.net.sysctl import interface_key, read_sysctl, write_sysctl
+from cgwd.net.xtables import CHAIN as XT_CHAIN
+from cgwd.net.xtables import TABLE as XT_TABLE
+from cgwd.net.xtables import Xtables
 
 T = TypeVar("T")
 
@@ -45,6 +49,11 @@ RT_SCOPE_UNIVERSE = 0  # <linux/rtnetlink.h>
 RT_SCOPE_LINK = 253
 RT_SCOPE_NOWHERE = 255
 _ABSENT = (errno.ESRCH, errno.ENOENT, errno.EADDRNOTAVAIL)  # "no such route/address"
+
+CLAMP_NFT = "nftables"  # `PyrouteNetOps.clamp_backend` values
+CLAMP_XTABLES = "iptables-legacy"
+
+_log = logging.getLogger(__name__)
 
 
 def _netlink_message(exc: NetlinkError) -> str:
@@ -58,12 +67,16 @@ class PyrouteNetOps:
     Args:
         netns: a namespace name under /run/netns, or None for cgwd's own.
         nft: how to run nft (default: in the same namespace).
+        xtables: how to run the iptables-legacy tools, the MSS clamp's fallback when the
+            kernel's nftables has no ``inet`` family (default: in the same namespace).
 
     Raises:
         NetOpsError: the netlink socket cannot be opened (e.g. the namespace is missing).
     """
 
-    def __init__(self, netns: str | None = None, *, nft: Nft | None = None) -> None:
+    def __init__(
+        self, netns: str | None = None, *, nft: Nft | None = None, xtables: Xtables | None = None
+    ) -> None:
         self._netns = netns
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cgwd-netlink")
         try:
@@ -75,6 +88,8 @@ class PyrouteNetOps:
             where = f"network namespace {netns}" if netns else "this network namespace"
             raise NetOpsError(f"cannot open rtnetlink in {where}: {exc}") from None
         self._nft = nft if nft is not None else Nft(netns)
+        self._xtables = xtables if xtables is not None else Xtables(netns)
+        self.clamp_backend: str | None = None  # chosen at the first apply_mss_clamp
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -268,13 +283,50 @@ class PyrouteNetOps:
             ipv6 = False
         return ForwardingState(ipv4=ipv4, ipv6=ipv6)
 
-    # -- nftables ---------------------------------------------------------------------------
+    # -- the MSS clamp: nftables, else iptables-legacy -------------------------------------
 
     def apply_mss_clamp(self, clamps: Sequence[MssClamp]) -> None:
-        self._nft.apply(mss_clamp_document(clamps))
+        if self.clamp_backend == CLAMP_XTABLES:
+            self._xtables.apply(clamps)
+            return
+        try:
+            self._nft.apply(mss_clamp_document(clamps))
+        except NetOpsError as exc:
+            # Only a kernel without the inet family falls back (the probe is cached); any
+            # other nft failure is reported as it is.
+            if self.clamp_backend is not None or self._nft_has_inet():
+                raise
+            try:
+                self._xtables.apply(clamps)
+            except NetOpsError as xt_exc:
+                fallback = f"the iptables-legacy fallback failed too: {xt_exc}"
+                raise NetOpsError(f"{exc}; {fallback}") from None
+            self._chose(CLAMP_XTABLES)
+            return
+        self._chose(CLAMP_NFT)
+
+    def _nft_has_inet(self) -> bool:
+        try:
+            return self._nft.family_supported("inet")
+        except NetOpsError:
+            return True  # nft failed otherwise: not the case the fallback is for
+
+    def _chose(self, backend: str) -> None:
+        if self.clamp_backend is None:
+            self.clamp_backend = backend
+            if backend == CLAMP_XTABLES:
+                _log.info(
+                    "MSS clamp: iptables-legacy, chain %s in table %s (this kernel's nftables "
+                    "has no inet family)",
+                    XT_CHAIN,
+                    XT_TABLE,
+                )
+            else:
+                _log.info("MSS clamp: nftables, table inet cgwd")
 
     def remove_mss_clamp(self) -> None:
         self._nft.remove_table()
+        self._xtables.remove()
 
     # -- crash recovery ---------------------------------------------------------------------
 
@@ -284,6 +336,8 @@ class PyrouteNetOps:
             self.delete_route(route)
             report.routes.append(route)
         report.nft_table = self._nft.remove_table()
+        if self._xtables.remove():
+            _log.info("removed the iptables-legacy chain %s a previous run left", XT_CHAIN)
         return report
 
     def close(self) -> None:

@@ -61,6 +61,17 @@ MODULES = [
     "drbg",
     "jitterentropy_rng",
     "nf_tables",
+    # x_tables for the MSS clamp's iptables-legacy fallback (the guest's nf_tables has no
+    # inet family). Loaded here because iptables' own module loading calls the modprobe
+    # helper as "modprobe NAME -q", which the modprobe -d wrapper below does not take.
+    "ip_tables",
+    "ip6_tables",
+    "iptable_mangle",
+    "ip6table_mangle",
+    "xt_tcpudp",
+    "xt_tcpmss",
+    "xt_TCPMSS",
+    "xt_comment",
 ]
 BOOT_TIMEOUT = 90.0
 AVX_FEATURES = [
