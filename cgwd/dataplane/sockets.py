@@ -144,18 +144,6 @@ def gro_segment_size(ancdata: list[tuple[int, int, bytes]]) -> int:
     return 0
 
 
-def split_gro(data: memoryview, segment: int) -> list[memoryview]:
-    """The datagrams of one receive: ``data`` (exactly the octets received) cut into
-    ``segment``-octet pieces, the last one possibly shorter (a GSO sender's short last
-    segment ends a coalesced run). ``segment`` 0 (not coalesced) or at least ``len(data)``
-    gives ``[data]``. Never reads past ``data``, so stale octets of a larger receive
-    buffer cannot extend the last datagram. Raises nothing."""
-    n = len(data)
-    if segment <= 0 or segment >= n:
-        return [data]
-    return [data[off : off + segment] for off in range(0, n, segment)]
-
-
 def is_transient(exc: OSError) -> bool:
     """Errors a datapath worker counts and carries on after (peer gone, buffers full, ...)."""
     return exc.errno in (

@@ -137,9 +137,12 @@ def read_config_file(path: str) -> str:
 
 
 def counters_json(counters: object) -> dict[str, Any]:
-    """Any counters dataclass as JSON-ready data (enum keys by name)."""
+    """Any counters dataclass as JSON-ready data (enum keys by name), without the fields
+    marked internal."""
     out: dict[str, Any] = {}
     for f in fields(counters):  # type: ignore[arg-type]
+        if f.metadata.get("internal"):
+            continue
         value = getattr(counters, f.name)
         if isinstance(value, dict):
             value = {

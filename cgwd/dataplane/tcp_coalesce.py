@@ -23,6 +23,7 @@ Pure and synchronous: `TcpCoalescer` calls ``emit(view)`` with ``vnet header + p
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 
@@ -31,7 +32,9 @@ VNET_F_NEEDS_CSUM = 1
 VNET_GSO_TCPV4 = 1
 _VNET = struct.Struct("<BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 _ZERO_VNET = bytes(VNET_HDR_LEN)
-_IP_TCP = struct.Struct("!BBHHHBBH4s4sHHIIBBHHH")  # IPv4 (no options) + TCP fixed header
+# From an IPv4 header without options and the TCP header behind it (RFC 791, RFC 9293):
+_START = struct.Struct("!2xH2xH16xI4xBB4xH")  # total length, frag, seq, data offset, flags, urg
+_LEN_SEQ_FLAGS = struct.Struct("!2xH20xI5xB")  # total length, seq, flags
 IPPROTO_TCP = 6
 IP_DF = 0x4000
 TCP_ACK = 0x10
@@ -41,6 +44,19 @@ MAX_MERGED = 65535  # an IPv4 total length field
 MAX_SEGMENTS = 64
 
 Emit = Callable[[memoryview], None]
+
+
+@functools.cache
+def _header_mask(hdr_len: int) -> int:
+    """For a ``hdr_len``-octet IPv4 + TCP header read as one big-endian int: ones over
+    every bit that must equal the run's first packet for a segment to join the run, so
+    one AND and one comparison check them all. Left out: the IP total length, ID and
+    checksum, the TCP sequence number and checksum, and the PSH flag (allowed last)."""
+    mask = bytearray(b"\xff" * hdr_len)
+    for start, end in ((2, 6), (10, 12), (24, 28), (36, 38)):
+        mask[start:end] = bytes(end - start)
+    mask[33] &= ~TCP_PSH & 0xFF
+    return int.from_bytes(mask, "big")
 
 
 def _fold(total: int) -> int:
@@ -67,23 +83,62 @@ class TcpCoalescer:
         self._view = memoryview(self._buf)
         self._count = 0  # segments in the current run (0: no run)
         self._end = 0  # end of the run's packet in _buf (after the vnet header)
-        self._key = b""  # IP header bytes 1 (TOS), 8-9 (TTL, proto), 12-20, TCP 0-4, ack
+        self._key = 0  # the run's first header, masked by _mask (see _header_mask)
+        self._mask = 0
         self._seg = 0
         self._next_seq = 0
         self._hdr_len = 0
-        self._options = b""
         self.merged_packets = 0  # for counters: packets that went out inside a merged one
 
     def add(self, framed: memoryview) -> None:
         """One decrypted inner packet behind 10 zero octets (room for the vnet header, so
         a packet that is not merged goes out without a copy). Valid only during the call."""
-        packet = framed[VNET_HDR_LEN:]
-        n = len(packet)
+        self.add_framed(framed, len(framed) - VNET_HDR_LEN)
+
+    def add_framed(self, buf: memoryview, n: int) -> None:
+        """`add` for the packet at ``buf[VNET_HDR_LEN:][:n]`` (a datapath's receive buffer,
+        so it need not cut a view per packet)."""
+        if self._count:
+            # The per-packet fast path: one masked comparison of the whole header against
+            # the run's first packet, then the fields that must move (length, sequence).
+            hdr_len = self._hdr_len
+            if (
+                n > hdr_len
+                and int.from_bytes(buf[VNET_HDR_LEN : VNET_HDR_LEN + hdr_len], "big") & self._mask
+                == self._key
+            ):
+                total, seq, flags = _LEN_SEQ_FLAGS.unpack_from(buf, VNET_HDR_LEN)
+                payload = n - hdr_len
+                end = self._end
+                if (
+                    total == n
+                    and seq == self._next_seq
+                    and payload <= self._seg
+                    and end + payload <= MAX_MERGED
+                ):
+                    start = VNET_HDR_LEN + end
+                    self._view[start : start + payload] = buf[
+                        VNET_HDR_LEN + hdr_len : VNET_HDR_LEN + n
+                    ]
+                    self._end = end + payload
+                    self._count += 1
+                    self._next_seq = (seq + payload) & 0xFFFFFFFF
+                    if flags & TCP_PSH:
+                        self._buf[VNET_HDR_LEN + 20 + 13] |= TCP_PSH
+                        self.flush()
+                    elif payload < self._seg or self._count >= MAX_SEGMENTS:
+                        self.flush()
+                    return
+            self.flush()
+        self._start(buf, n)
+
+    def _start(self, buf: memoryview, n: int) -> None:
+        """Begin a run with this packet, or emit it alone if it can never be merged."""
+        packet = buf[VNET_HDR_LEN : VNET_HDR_LEN + n]
         if n < 40 or packet[0] != 0x45 or packet[9] != IPPROTO_TCP:
-            self._single(framed)
+            self._emit(buf[: VNET_HDR_LEN + n])
             return
-        (_vihl, tos, total, _ident, frag, ttl, _proto, _ipsum, src, dst, sport, dport, seq, ack,
-         off_res, flags, window, _tsum, urg) = _IP_TCP.unpack_from(packet)  # fmt: skip
+        total, frag, seq, off_res, flags, urg = _START.unpack_from(packet)
         tcp_len = (off_res >> 4) * 4
         hdr_len = 20 + tcp_len
         payload = total - hdr_len
@@ -95,40 +150,16 @@ class TcpCoalescer:
             or flags & ~TCP_PSH != TCP_ACK
             or urg
         ):
-            self._single(framed)
+            self._emit(buf[: VNET_HDR_LEN + n])
             return
-        key = struct.pack("!BB4s4sHHIH", tos, ttl, src, dst, sport, dport, ack, window)
-        options = bytes(packet[40:hdr_len])
-        if self._count:
-            if (
-                key == self._key
-                and seq == self._next_seq
-                and hdr_len == self._hdr_len
-                and payload <= self._seg
-                and options == self._options
-                and self._end + payload <= MAX_MERGED
-            ):
-                start = VNET_HDR_LEN + self._end
-                self._view[start : start + payload] = packet[hdr_len:]
-                self._end += payload
-                self._count += 1
-                self._next_seq = (seq + payload) & 0xFFFFFFFF
-                if flags & TCP_PSH:
-                    tcp_flags = VNET_HDR_LEN + 20 + 13
-                    self._buf[tcp_flags] |= TCP_PSH
-                if flags & TCP_PSH or payload < self._seg or self._count >= MAX_SEGMENTS:
-                    self.flush()
-                return
-            self.flush()
-        # Start a run with this packet.
         self._view[VNET_HDR_LEN : VNET_HDR_LEN + n] = packet
         self._count = 1
         self._end = n
-        self._key = key
+        self._hdr_len = hdr_len
+        self._mask = _header_mask(hdr_len)
+        self._key = int.from_bytes(packet[:hdr_len], "big") & self._mask
         self._seg = payload
         self._next_seq = (seq + payload) & 0xFFFFFFFF
-        self._hdr_len = hdr_len
-        self._options = options
         if flags & TCP_PSH:
             self.flush()
 
@@ -159,7 +190,3 @@ class TcpCoalescer:
         )  # fmt: skip
         self.merged_packets += count
         self._emit(self._view[: VNET_HDR_LEN + end])
-
-    def _single(self, framed: memoryview) -> None:
-        self.flush()
-        self._emit(framed)

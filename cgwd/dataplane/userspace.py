@@ -42,6 +42,7 @@ import contextlib
 import ctypes
 import dataclasses
 import errno
+import functools
 import logging
 import os
 import secrets
@@ -78,7 +79,6 @@ from cgwd.dataplane.sockets import (
     open_raw_esp,
     open_udp_encap,
     send_gso,
-    split_gro,
 )
 from cgwd.dataplane.tcp_coalesce import VNET_HDR_LEN, TcpCoalescer
 from cgwd.dataplane.tun import configure_tun, open_tun, remove_link
@@ -161,7 +161,8 @@ class _Tunnel:
     # rx worker only: decrypted packets land at rx_out[VNET_HDR_LEN:], behind zeros.
     rx_out: memoryview = field(default_factory=lambda: memoryview(bytearray(MAX_PACKET)))
     coalescer: TcpCoalescer | None = None
-    coalesce: Callable[[memoryview], None] | None = None  # coalescer.add when enabled
+    # rx worker only: takes the length of each decrypted packet at rx_payload onwards.
+    deliver: Callable[[int], None] = field(default=lambda _length: None)
 
     rx_payload: memoryview = field(init=False)  # rx_out[VNET_HDR_LEN:], made once
 
@@ -232,8 +233,7 @@ class UserspaceDataplane:
             raise
         t = _Tunnel(spec, tun_fd, early=EarlyPackets(max_age=self._early_max_age))
         t.coalescer = TcpCoalescer(lambda framed: self._tun_write(t, framed))
-        if self._tun_coalesce:
-            t.coalesce = t.coalescer.add
+        t.deliver = self._deliverer(t)
         t.wake_r, t.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         t.stop_r, t.stop_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._tunnels[spec.name] = t
@@ -644,6 +644,7 @@ class UserspaceDataplane:
         recv = udp.sock.recvmsg_into
         bufs = [view]
         handle_esp = self._handle_esp
+        inbound_by_spi = t.inbound  # a snapshot (see the module docstring), read per batch
         for _ in range(self._batch):
             try:
                 n, anc, flags, _addr = recv(bufs, GRO_CMSG_SPACE, socket.MSG_DONTWAIT)
@@ -666,9 +667,28 @@ class UserspaceDataplane:
                 continue
             # Only view[:n] was received: the last datagram of a coalesced run may be
             # shorter than the segment size, and the rest of the buffer is stale.
-            for d in split_gro(view[:n], seg):
-                # ESP starts with a non-zero SPI (RFC 4303 §2.1); IKE behind the non-ESP
-                # marker and 1-octet keepalives (RFC 3948 §2.2, 2.3) take the long way.
+            step = seg if 0 < seg < n else n
+            off = 0
+            while off < n:
+                # The short path: a run of ESP packets for an installed SA, decapsulated
+                # by the SA in one call (ESP starts with a non-zero SPI, RFC 4303 §2.1).
+                if n - off >= ESP_MIN_HEADER:
+                    inbound = inbound_by_spi.get(_U32.unpack_from(view, off)[0])
+                    if inbound is not None and not inbound.early:
+                        counters = inbound.sa.counters
+                        drops_before = counters.drop_events
+                        off = inbound.sa.decapsulate_run(
+                            view, off, n, step, out=t.rx_payload, deliver=t.deliver
+                        )
+                        counters.last_used = now
+                        if counters.drop_events != drops_before:
+                            self._log_sa_drop(t, inbound, counters.last_drop)
+                        continue
+                # Everything else, one datagram at a time: IKE behind the non-ESP marker
+                # and 1-octet keepalives (RFC 3948 §2.2, 2.3), unknown or held SPIs.
+                end = off + step if off + step < n else n
+                d = view[off:end]
+                off = end
                 if len(d) >= ESP_MIN_HEADER and (d[0] or d[1] or d[2] or d[3]):
                     handle_esp(t, d, now)
                 else:
@@ -754,19 +774,31 @@ class UserspaceDataplane:
         result = sa.decapsulate_into(d, t.rx_payload)
         if result.__class__ is not int:  # a DropReason, already counted by the SA
             assert isinstance(result, DropReason)
-            self._drop_log.log(
-                f"{t.spec.name} {result.name}",
-                f"tunnel {t.spec.name}: SA 0x{inbound.sa_id.spi:08x} dropped a packet: "
-                f"{result.name.lower()}",
-            )
+            self._log_sa_drop(t, inbound, result)
             return
         assert isinstance(result, int)
         sa.counters.last_used = now
-        framed = t.rx_out[: VNET_HDR_LEN + result]
-        if t.coalesce is not None:
-            t.coalesce(framed)
-        else:
-            self._tun_write(t, framed)
+        t.deliver(result)
+
+    def _deliverer(self, t: _Tunnel) -> Callable[[int], None]:
+        """The rx worker's sink for a decrypted packet of ``length`` octets at
+        ``t.rx_payload``: into the TCP coalescer, or (when that is off) to the device."""
+        assert t.coalescer is not None
+        if self._tun_coalesce:
+            return functools.partial(t.coalescer.add_framed, t.rx_out)
+        framed = t.rx_out
+
+        def write(length: int) -> None:
+            self._tun_write(t, framed[: VNET_HDR_LEN + length])
+
+        return write
+
+    def _log_sa_drop(self, t: _Tunnel, inbound: _Inbound, reason: DropReason | None) -> None:
+        name = reason.value if reason is not None else "unknown"
+        self._drop_log.log(
+            f"{t.spec.name} {name}",
+            f"tunnel {t.spec.name}: SA 0x{inbound.sa_id.spi:08x} dropped a packet: {name}",
+        )
 
     def _tun_write(self, t: _Tunnel, framed: memoryview) -> None:
         try:

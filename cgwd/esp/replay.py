@@ -26,7 +26,7 @@ _HIGH32_MAX = 0xFFFFFFFF  # the high half of a 64-bit ESN cannot go beyond this
 class ReplayWindow:
     """Sliding anti-replay window of ``size`` packets, for 32-bit or 64-bit (ESN) numbers."""
 
-    __slots__ = ("_bitmap", "_mask", "esn", "size", "top")
+    __slots__ = ("bitmap", "esn", "mask", "size", "top")
 
     def __init__(self, size: int = DEFAULT_WINDOW, *, esn: bool = False) -> None:
         """Raises ValueError for a size outside 64..2048."""
@@ -35,8 +35,10 @@ class ReplayWindow:
         self.size = size
         self.esn = esn
         self.top = 0  # T: the highest sequence number seen and authenticated; 0 = none yet
-        self._bitmap = 0  # bit i <=> sequence number top - i was received
-        self._mask = (1 << size) - 1
+        # Bit i <=> sequence number top - i was received. Public (with ``mask``) for one
+        # reader: `InboundSa.decapsulate_run` slides it inline for in-order packets.
+        self.bitmap = 0
+        self.mask = (1 << size) - 1
 
     def estimate(self, seq_low: int) -> int:
         """The full 64-bit sequence number of a packet whose header carries ``seq_low``.
@@ -72,7 +74,7 @@ class ReplayWindow:
         offset = top - seq
         if offset >= self.size:
             return False  # left of the window: too old to tell, RFC 4303 3.4.3 drops it
-        return not (self._bitmap >> offset) & 1
+        return not (self.bitmap >> offset) & 1
 
     def update(self, seq: int) -> None:
         """Record ``seq`` as received after its ICV verified, sliding the window when it is
@@ -81,12 +83,12 @@ class ReplayWindow:
         top = self.top
         if seq > top:
             shift = seq - top
-            self._bitmap = ((self._bitmap << shift) | 1) & self._mask if shift < self.size else 1
+            self.bitmap = ((self.bitmap << shift) | 1) & self.mask if shift < self.size else 1
             self.top = seq
         elif seq > 0 and top - seq < self.size:
-            self._bitmap |= 1 << (top - seq)
+            self.bitmap |= 1 << (top - seq)
 
     def seen(self, seq: int) -> bool:
         """True if ``seq`` lies inside the window and was received (for tests and status)."""
         offset = self.top - seq
-        return 0 <= offset < self.size and seq > 0 and bool((self._bitmap >> offset) & 1)
+        return 0 <= offset < self.size and seq > 0 and bool((self.bitmap >> offset) & 1)

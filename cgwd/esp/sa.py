@@ -28,6 +28,7 @@ from __future__ import annotations
 import enum
 import itertools
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
@@ -57,6 +58,7 @@ RESYNC_TRIGGER = 64
 RESYNC_TRIES = 8
 _MAX_PAD = 255  # the Pad Length field is one octet
 _SPI_SEQ = struct.Struct(">II")
+ESP_HEADER_BYTES = _SPI_SEQ.size  # RFC 4303 2: SPI + sequence number
 _IPV4_START = struct.Struct(">BxH")  # version/IHL, total length (RFC 791)
 _IPV6_START = struct.Struct(">B3xH")  # version/class, payload length (RFC 8200)
 _PADS = tuple(bytes(range(1, n + 1)) for n in range(_MAX_PAD + 1))  # RFC 4303 2.4 contents
@@ -88,10 +90,17 @@ class SaCounters:
     bytes: int = 0
     drops: dict[DropReason, int] = field(default_factory=dict)
     last_used: float | None = None
+    # For the datapath's drop log, not for reports: a caller compares ``drop_events``
+    # around a call to see that something was dropped (and ``last_drop`` says what)
+    # without summing ``drops``.
+    drop_events: int = field(default=0, metadata={"internal": True})
+    last_drop: DropReason | None = field(default=None, metadata={"internal": True})
 
     def drop(self, reason: DropReason) -> DropReason:
         """Count one drop for ``reason`` and return it."""
         self.drops[reason] = self.drops.get(reason, 0) + 1
+        self.drop_events += 1
+        self.last_drop = reason
         return reason
 
     # Readers may run in another thread than the datapath that counts: they work on
@@ -418,6 +427,16 @@ class InboundSa:
         self._auth_failures = 0
         window.update(seq)  # only after the ICV: forged packets never move the window
 
+        result = self._inner_length(plain, size)
+        if out is not None or not isinstance(result, int):
+            return result
+        return cast(bytes, plain)[:result]
+
+    def _inner_length(self, plain: bytes | bytearray | memoryview, size: int) -> int | DropReason:
+        """Step 6 of `_process` on the ``size`` decrypted octets in ``plain``: padding,
+        next header and inner IP header; the inner packet's length (counted) or the
+        counted reason for the drop."""
+        counters = self.counters
         pad = plain[size - 2]
         end = size - 2 - pad
         if end < 0 or (pad and plain[end : size - 2] != _PADS[pad]):
@@ -443,9 +462,7 @@ class InboundSa:
             return counters.drop(DropReason.BAD_NEXT_HEADER)
         counters.packets += 1
         counters.bytes += length
-        if out is not None:
-            return length
-        return cast(bytes, plain)[:length]
+        return length
 
     def _resync(
         self,
@@ -477,6 +494,99 @@ class InboundSa:
                 if size >= 0:
                     return candidate, b"", size
         return None
+
+    def decapsulate_run(
+        self,
+        data: memoryview,
+        start: int,
+        stop: int,
+        segment: int,
+        *,
+        out: memoryview,
+        deliver: Callable[[int], object],
+    ) -> int:
+        """Decapsulate the datagrams lying back to back in ``data[start:stop]``, each
+        ``segment`` octets long but a shorter last one (one UDP GRO receive), for as long
+        as they are ESP packets of this SA. Each inner packet is written to ``out[0:]``
+        and ``deliver(length)`` is called before the next one overwrites it; drops are
+        counted as by `decapsulate_into`. Returns the offset of the first datagram that is
+        not this SA's (shorter than an ESP header, or another SPI), or ``stop``.
+
+        The per-packet work of `decapsulate_into`, minus its per-call overhead: in-order
+        packets (the usual case) take a short path; anything else goes through
+        `_process`, the one place that implements all of RFC 4303 3.4. ``out`` must hold
+        ``segment`` octets and not overlap ``data``. Never raises for any packet content.
+        """
+        spi_seq = _SPI_SEQ.unpack_from
+        ipv4_start = _IPV4_START.unpack_from
+        my_spi = self.spi
+        window = self.window
+        counters = self.counters
+        open_into = self._open_into
+        fixed_len = self._fixed_len
+        body_align = self._body_align
+        min_body = self._min_body
+        short_path = not self.esn  # ESN numbers need the window's estimate: long path
+        if len(out) < segment:
+            raise ValueError("output buffer smaller than the segment size")
+        packets = octets = 0  # delivered on the short path, added to the counters at the end
+        off = start
+        try:
+            while off < stop:
+                end = off + segment
+                if end > stop:  # noqa: PLR1730 - min() is a call, and this runs per packet
+                    end = stop
+                if end - off < ESP_HEADER_BYTES:
+                    break
+                spi, seq = spi_seq(data, off)
+                if spi != my_spi:
+                    break
+                packet = data[off:end]
+                body = end - off - fixed_len
+                off = end
+                try:
+                    # The short path: the next packet in order, authentic, carrying IPv4.
+                    # It makes the same checks as `_process`, in the same order; every
+                    # other case, drops included, is left to `_process` and its helpers.
+                    if (
+                        short_path
+                        and seq == window.top + 1
+                        and body >= min_body
+                        and not body % body_align
+                    ):
+                        size = open_into(packet, seq, out)
+                        if size < 0:
+                            self._auth_failures += 1  # as `_resync` counts them without ESN
+                            counters.drop(DropReason.AUTH_FAILED)
+                            continue
+                        self._auth_failures = 0
+                        window.top = seq  # RFC 4303 3.4.3: slide the window by one
+                        window.bitmap = ((window.bitmap << 1) | 1) & window.mask
+                        pad = out[size - 2]
+                        inner_end = size - 2 - pad
+                        if (
+                            out[size - 1] == NEXT_HEADER_IPV4
+                            and inner_end >= 20  # also keeps the slice below non-negative
+                            and (not pad or out[inner_end : size - 2] == _PADS[pad])
+                        ):
+                            first, length = ipv4_start(out)
+                            if first >> 4 == 4 and 20 <= length <= inner_end:
+                                packets += 1
+                                octets += length
+                                deliver(length)
+                                continue
+                        result = self._inner_length(out, size)
+                    else:
+                        result = cast("int | DropReason", self._process(packet, out))
+                except Exception:  # a bug, not bad input: count it, never kill the datapath
+                    counters.drop(DropReason.INTERNAL_ERROR)
+                    continue
+                if isinstance(result, int):
+                    deliver(result)
+        finally:
+            counters.packets += packets
+            counters.bytes += octets
+        return off
 
     def decapsulate(self, esp_packet: bytes | bytearray | memoryview) -> bytes | DropReason:
         """The inner IP packet, or why the packet was dropped (counted). Never raises."""

@@ -17,7 +17,6 @@ import pytest
 from cgwd.dataplane.base import SPI_RESERVATION_TTL, SaExistsError, SaId, SaParams, TunnelSpec
 from cgwd.dataplane.fake import FakeDataplane
 from cgwd.dataplane.ratelimit import RateLimitedLog
-from cgwd.dataplane.sockets import split_gro
 from cgwd.dataplane.static_tunnel import counters_json, parse_config, read_config_file
 from cgwd.errors import ConfigError
 from cgwd.esp.sa import DropReason, SaCounters
@@ -156,25 +155,3 @@ def test_fake_spi_reservations_expire_unless_installed() -> None:
             await dp.add_sa(SaId("t1", "in", used), SaParams(suite, Secret(bytes(20))))
 
     asyncio.run(body())
-
-
-@pytest.mark.parametrize(
-    ("received", "segment", "lengths"),
-    [
-        (4736, 1376, [1376, 1376, 1376, 608]),  # a GSO run ending in a shorter packet
-        (4128, 1376, [1376, 1376, 1376]),  # all equal
-        (1380, 1376, [1376, 4]),
-        (1376, 1376, [1376]),  # one datagram: the cmsg may still say its size
-        (600, 1376, [600]),
-        (600, 0, [600]),  # not coalesced: no cmsg
-        (1, 0, [1]),  # a NAT keepalive
-    ],
-)
-def test_split_gro_cuts_at_the_segment_size_and_never_past_the_data(
-    received: int, segment: int, lengths: list[int]
-) -> None:
-    buffer = bytearray(range(256)) * 300  # longer than any receive: the rest is stale
-    data = memoryview(buffer)[:received]
-    pieces = split_gro(data, segment)
-    assert [len(p) for p in pieces] == lengths
-    assert b"".join(pieces) == bytes(buffer[:received])  # in order, nothing from beyond
