@@ -43,6 +43,7 @@ import ctypes
 import dataclasses
 import errno
 import functools
+import io
 import logging
 import os
 import secrets
@@ -495,8 +496,8 @@ class UserspaceDataplane:
         poller.register(t.stop_r, select.POLLIN)
         buf = bytearray(GSO_MAX_BYTES + 2 * MAX_PACKET)
         view = memoryview(buf)
-        readv = os.readv
-        fd = t.tun_fd
+        # FileIO.readinto: one read(2) per packet without readv's list; None means EAGAIN.
+        readinto = io.FileIO(t.tun_fd, "rb", closefd=False).readinto
         batch = self._batch
         while not t.stopping:
             poller.poll(POLL_MS)
@@ -513,7 +514,7 @@ class UserspaceDataplane:
                 try:
                     # The vnet header lands in the ESP header room (room >= 16 > 10) and is
                     # overwritten there; with no offloads enabled it only says "plain packet".
-                    n = readv(fd, [view[off + room - VNET_HDR_LEN : off + room + MAX_PACKET]])
+                    n = readinto(view[off + room - VNET_HDR_LEN : off + room + MAX_PACKET])
                 except BlockingIOError:
                     break
                 except OSError as exc:
@@ -522,6 +523,8 @@ class UserspaceDataplane:
                     if exc.errno == errno.EBADFD:  # the device was deleted under us
                         raise DataplaneError(f"TUN device {t.spec.name} is gone") from None
                     raise
+                if n is None:  # EAGAIN: drained
+                    break
                 if n == 0:  # end of file
                     raise DataplaneError(f"TUN device {t.spec.name} is gone")
                 n_read += 1
@@ -532,7 +535,7 @@ class UserspaceDataplane:
                 if out is None:
                     self._drop(t, "no_sa", "(no outbound SA installed)")
                     continue
-                length = out.sa.encapsulate_in_place(view[off:], n)
+                length = out.sa.encapsulate_in_place(view, n, off)
                 if length == 0:
                     if out.sa.needs_rekey:
                         self._drop(t, "seq_exhausted", f"(SA 0x{out.sa_id.spi:08x}: rekey)")

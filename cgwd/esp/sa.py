@@ -256,13 +256,19 @@ class OutboundSa:
             self.counters.drop(DropReason.BAD_INNER_PACKET)
             return 0
         seq: int = next(self._counter)
-        if seq > self._limit:
-            self.needs_rekey = True  # RFC 4303 3.3.3: never cycle; a new SA is needed
+        if seq < self._soft_limit:
+            self._seq = seq
+            return seq
+        return self._at_soft_limit(seq)
+
+    def _at_soft_limit(self, seq: int) -> int:
+        """``seq`` (just taken) at or past the soft limit: ask for a rekey, and refuse it
+        (0, counted) past the last number."""
+        self.needs_rekey = True
+        if seq > self._limit:  # RFC 4303 3.3.3: never cycle; a new SA is needed
             self.counters.drop(DropReason.SEQUENCE_EXHAUSTED)
             return 0
         self._seq = seq
-        if seq >= self._soft_limit:
-            self.needs_rekey = True
         return seq
 
     def encapsulate(self, inner_ip_packet: bytes | bytearray | memoryview) -> bytes | None:
@@ -296,28 +302,37 @@ class OutboundSa:
         out[room : room + size] = inner_ip_packet
         return self.encapsulate_in_place(out, size)
 
-    def encapsulate_in_place(self, buf: bytearray | memoryview, inner_len: int) -> int:
-        """Encapsulate the inner packet already at ``buf[header_room:][:inner_len]`` (e.g.
-        read there straight from the TUN device) into ``buf[0:]``, without copying it.
-        Returns the ESP packet length, or 0 (counted) when refused as in `encapsulate`.
-        ``buf`` must hold `buffer_size(inner_len)` octets (ValueError otherwise)."""
-        if len(buf) < inner_len + self._extra_room or inner_len < 0:
-            raise ValueError(f"buffer too small: need {self.buffer_size(inner_len)} octets")
-        if not inner_len:
-            self.counters.drop(DropReason.BAD_INNER_PACKET)
-            return 0
+    def encapsulate_in_place(
+        self, buf: bytearray | memoryview, inner_len: int, offset: int = 0
+    ) -> int:
+        """Encapsulate the inner packet already at ``buf[offset + header_room:][:inner_len]``
+        (e.g. read there straight from the TUN device) into ``buf[offset:]``, without
+        copying it. Returns the ESP packet length, or 0 (counted) when refused as in
+        `encapsulate`. ``buf[offset:]`` must hold `buffer_size(inner_len)` octets
+        (ValueError otherwise)."""
         room = self.header_room
-        version = buf[room] >> 4
-        seq = self._next_seq(version)
-        if not seq:
+        start = offset + room
+        if len(buf) - start < inner_len + self._extra_room - room or inner_len < 0 or offset < 0:
+            raise ValueError(f"buffer too small: need {self.buffer_size(inner_len)} octets")
+        version = buf[start] >> 4 if inner_len else 0
+        if version == 4 or version == 6:  # noqa: PLR1714 - two compares beat a tuple here
+            seq = next(self._counter)  # see _next_seq: atomic, never the same number twice
+            if seq < self._soft_limit:
+                self._seq = seq
+            else:
+                seq = self._at_soft_limit(seq)
+                if not seq:
+                    return 0
+        else:
+            self.counters.drop(DropReason.BAD_INNER_PACKET)
             return 0
         trailer = (self._trailers4 if version == 4 else self._trailers6)[
             -(inner_len + 2) % self._align
         ]
-        end = room + inner_len
+        end = start + inner_len
         payload_len = inner_len + len(trailer)
-        buf[end : room + payload_len] = trailer
-        length = self._seal_in_place(buf, seq, payload_len)
+        buf[end : start + payload_len] = trailer
+        length = self._seal_in_place(buf, offset, seq, payload_len)
         counters = self.counters
         counters.packets += 1
         counters.bytes += inner_len

@@ -88,20 +88,22 @@ class GcmTransform:
             self._salt + header[_ESP_HEADER:], b"".join((inner, trailer)), aad
         )
 
-    def seal_in_place(self, buf: bytearray | memoryview, seq: int, payload_len: int) -> int:
-        """Payload (inner + trailer) is at buf[header_room:][:payload_len]; writes the whole
-        ESP packet from buf[0] and returns its length."""
+    def seal_in_place(
+        self, buf: bytearray | memoryview, offset: int, seq: int, payload_len: int
+    ) -> int:
+        """Payload (inner + trailer) is at buf[offset + header_room:][:payload_len]; writes
+        the whole ESP packet from buf[offset] and returns its length."""
         view = buf if buf.__class__ is memoryview else memoryview(buf)
-        _SPI_SEQ_IV64.pack_into(view, 0, self._spi, seq & _LOW32, seq)
-        start = self.header_room
+        _SPI_SEQ_IV64.pack_into(view, offset, self._spi, seq & _LOW32, seq)
+        start = offset + _GCM_HEADER
         end = start + payload_len
         self._aead.encrypt_into(
-            self._salt + view[_ESP_HEADER:start],
+            self._salt + view[offset + _ESP_HEADER : start],
             view[start:end],
-            self._aad(seq) if self._esn else view[:_ESP_HEADER],
+            self._aad(seq) if self._esn else view[offset : offset + _ESP_HEADER],
             view[start : end + _GCM_TAG],
         )
-        return end + _GCM_TAG
+        return _GCM_HEADER + payload_len + _GCM_TAG
 
     def open(self, packet: Buffer, seq: int) -> bytes | None:
         """The plaintext (payload + trailer), or None if the tag does not verify."""
@@ -225,15 +227,21 @@ class CbcHmacTransform:
         body = _SPI_SEQ.pack(self._spi, seq & _LOW32) + ciphertext
         return body + self.icv(body, seq)
 
-    def seal_in_place(self, buf: bytearray | memoryview, seq: int, payload_len: int) -> int:
-        """Payload is at buf[header_room:][:payload_len]; needs tail_room spare octets."""
-        buf = buf if buf.__class__ is memoryview else memoryview(buf)
-        _SPI_SEQ.pack_into(buf, 0, self._spi, seq & _LOW32)
-        buf[_ESP_HEADER : self.header_room] = self._first_block(seq)
+    def seal_in_place(
+        self, buf: bytearray | memoryview, offset: int, seq: int, payload_len: int
+    ) -> int:
+        """Payload is at buf[offset + header_room:][:payload_len]; needs tail_room spare
+        octets after it. Writes the ESP packet from buf[offset]; returns its length."""
+        view = buf if buf.__class__ is memoryview else memoryview(buf)
+        packet = view[offset:]
+        _SPI_SEQ.pack_into(packet, 0, self._spi, seq & _LOW32)
+        packet[_ESP_HEADER : self.header_room] = self._first_block(seq)
         end = self.header_room + payload_len
-        self._encryptor.update_into(buf[_ESP_HEADER:end], buf[_ESP_HEADER : end + _AES_BLOCK - 1])
-        self._chain = int.from_bytes(buf[end - _AES_BLOCK : end], "big")
-        buf[end : end + self.icv_bytes] = self.icv(buf[:end], seq)
+        self._encryptor.update_into(
+            packet[_ESP_HEADER:end], packet[_ESP_HEADER : end + _AES_BLOCK - 1]
+        )
+        self._chain = int.from_bytes(packet[end - _AES_BLOCK : end], "big")
+        packet[end : end + self.icv_bytes] = self.icv(packet[:end], seq)
         return end + self.icv_bytes
 
     def _verify(self, packet: Buffer, seq: int) -> bool:
