@@ -133,9 +133,11 @@ def _progress(row: dict[str, Any]) -> None:
     if "error" in row:
         print(f"  {row['impl']:10} {row['suite']:12} FAILED: {row['error'][:300]}", flush=True)
         return
+    cpu = row.get("datapath_cpu_s_per_gb")
     print(
         f"  {row['impl']:10} {row['suite']:12} TCP {row['tcp_mbps']:8.1f} Mbit/s"
-        f"  UDP {row['udp_pps']:8d} pkt/s",
+        f"  UDP {row['udp_pps']:8d} pkt/s"
+        + (f"  datapath CPU {cpu:6.2f} s/GB" if cpu is not None else ""),
         flush=True,
     )
 
@@ -154,6 +156,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                     "ratio": round(ratio, 2),
                     "goal": TARGET_TCP_RATIO,
                     "met": ratio >= TARGET_TCP_RATIO,
+                }
+            )
+        if ours and theirs and ours.get("datapath_cpu_s_per_gb"):
+            # Noise-robust: what each datapath spends per byte, whatever else ran.
+            out.append(
+                {
+                    "target": f"datapath CPU per byte strongSwan/cgwd {suite}",
+                    "ratio": round(
+                        theirs.get("datapath_cpu_s_per_gb", 0.0) / ours["datapath_cpu_s_per_gb"], 2
+                    ),
+                    "goal": None,
+                    "met": None,
                 }
             )
         if ours and theirs and theirs["udp_pps"]:

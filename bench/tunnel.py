@@ -7,7 +7,9 @@ implementation in turn carries the traffic between inside addresses on its tunne
 tunnel implementations use ESP-in-UDP (kernel-libipsec can do nothing else) with the same
 ESP suite, on the same machine, in the same run, so their ratio is meaningful.
 
-Per (implementation, suite): iperf3 TCP for ``tcp_seconds`` (Mbit/s, receiver side) and
+Per (implementation, suite): iperf3 TCP for ``tcp_seconds`` (Mbit/s, receiver side, with
+the sender's retransmissions and the CPU the datapath processes and the whole machine spent
+per gigabyte received, see `measure_tcp`) and
 iperf3 UDP with 64-byte payloads offered at 100 Mbit/s (about 195k packets/s, more than
 either tunnel carries) for ``udp_seconds`` (packets/s that arrived). For cgwd, the RSS of
 both datapath processes before and after the load.
@@ -71,16 +73,61 @@ def _iperf_server(ns: Netns, bind: str) -> subprocess.Popen[bytes]:
 
 def iperf_tcp(client: Netns, server: Netns, dst: str, seconds: int) -> float:
     """Receiver-side TCP goodput in Mbit/s (0.0 if the run failed)."""
+    return float(measure_tcp(client, server, dst, seconds)["tcp_mbps"])
+
+
+def measure_tcp(
+    client: Netns, server: Netns, dst: str, seconds: int, datapath_pids: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    """One iperf3 TCP run: receiver-side goodput (Mbit/s), the sender's retransmissions,
+    and what the data cost in CPU: seconds of CPU (user + system, all threads) of the
+    datapath processes, and busy CPU of the whole machine, per 10^9 bytes received.
+
+    CPU per byte is the figure that survives a shared machine: goodput falls when other
+    work takes the cores, the datapath's cost per byte hardly moves (the machine's does,
+    by whatever else ran)."""
     srv = _iperf_server(server, dst)
     try:
+        datapath_before, machine_before = _process_ticks(datapath_pids), _machine_busy_ticks()
         out = client.run(
             "iperf3", "-c", dst, "-t", str(seconds), "-J", check=False, timeout=seconds + 30
         )
-        data = json.loads(out.stdout or "{}")
-        bps = data.get("end", {}).get("sum_received", {}).get("bits_per_second", 0.0)
-        return round(float(bps) / 1e6, 1)
+        datapath_ticks = _process_ticks(datapath_pids) - datapath_before
+        machine_ticks = _machine_busy_ticks() - machine_before
+        end = json.loads(out.stdout or "{}").get("end", {})
     finally:
         _reap(srv)
+    received = end.get("sum_received", {})
+    gigabytes = float(received.get("bytes", 0)) / 1e9
+    result: dict[str, Any] = {
+        "tcp_mbps": round(float(received.get("bits_per_second", 0.0)) / 1e6, 1),
+        "tcp_retransmits": int(end.get("sum_sent", {}).get("retransmits", 0) or 0),
+    }
+    if gigabytes:
+        if datapath_pids:
+            result["datapath_cpu_s_per_gb"] = round(datapath_ticks / _HZ / gigabytes, 3)
+        result["machine_cpu_s_per_gb"] = round(machine_ticks / _HZ / gigabytes, 3)
+    return result
+
+
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def _process_ticks(pids: tuple[int, ...]) -> int:
+    """utime + stime of each process, all its threads (/proc/PID/stat, proc(5))."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of the whole line
+    return total
+
+
+def _machine_busy_ticks() -> int:
+    """All CPUs' busy time (everything but idle and iowait) from /proc/stat."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks[:8]) - ticks[3] - ticks[4]
 
 
 def iperf_udp_pps(client: Netns, server: Netns, dst: str, seconds: int) -> int:
@@ -136,9 +183,9 @@ class TunnelBench:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def veth(self) -> TunnelResult:
-        tcp = iperf_tcp(self.a, self.b, B_OUT, self.tcp_seconds)
+        tcp = measure_tcp(self.a, self.b, B_OUT, self.tcp_seconds)
         pps = iperf_udp_pps(self.a, self.b, B_OUT, self.udp_seconds)
-        return TunnelResult("veth", "none", tcp, pps)
+        return TunnelResult("veth", "none", tcp.pop("tcp_mbps"), pps, tcp)
 
     def cgwd(
         self, suite: str, datapath: dict[str, Any] | None = None, *, warmup: int = 2
@@ -149,9 +196,9 @@ class TunnelBench:
         try:
             # Warm up (allocations, socket buffers) before the "before" RSS sample.
             iperf_tcp(self.a, self.b, CGWD_B_IN, warmup)
-            pids = [pair.pid(self.side_a), pair.pid(self.side_b)]
+            pids = (pair.pid(self.side_a), pair.pid(self.side_b))
             before = [rss_kib(p) for p in pids]
-            tcp = iperf_tcp(self.a, self.b, CGWD_B_IN, self.tcp_seconds)
+            tcp = measure_tcp(self.a, self.b, CGWD_B_IN, self.tcp_seconds, pids)
             pps = iperf_udp_pps(self.a, self.b, CGWD_B_IN, self.udp_seconds)
             after = [rss_kib(p) for p in pids]
             stats = pair.command(self.side_b, "stats")
@@ -163,9 +210,10 @@ class TunnelBench:
         return TunnelResult(
             "cgwd",
             suite,
-            tcp,
+            tcp.pop("tcp_mbps"),
             pps,
             {
+                **tcp,
                 "rss_kib_before": before,
                 "rss_kib_after": after,
                 "rx_drops": stats.get("tunnel", {}).get("drops", {}),
@@ -195,12 +243,13 @@ class TunnelBench:
                 ns.ip("link", "set", "ipsec0", "up")
                 if initiator and not charon.initiate("bench"):
                     raise CgwdError(f"strongSwan did not establish:\n{charon.log_tail()}")
-            tcp = iperf_tcp(self.a, self.b, SWAN_B_IN, self.tcp_seconds)
+            pids = tuple(pid for pid in (c.pid for c in charons) if pid is not None)
+            tcp = measure_tcp(self.a, self.b, SWAN_B_IN, self.tcp_seconds, pids)
             pps = iperf_udp_pps(self.a, self.b, SWAN_B_IN, self.udp_seconds)
         finally:
             for charon in charons:
                 charon.stop()
-        return TunnelResult("strongswan", suite, tcp, pps)
+        return TunnelResult("strongswan", suite, tcp.pop("tcp_mbps"), pps, tcp)
 
 
 def _swanctl(me: str, peer: str, suite: str, psk: str) -> str:
