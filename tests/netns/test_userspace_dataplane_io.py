@@ -29,6 +29,7 @@ from cgwd.dataplane.base import (
     UdpEncap,
 )
 from cgwd.dataplane.sockets import UDP_GRO, UDP_SEGMENT
+from cgwd.dataplane.tun import TUN_TX_QUEUE_LEN
 from cgwd.dataplane.userspace import UserspaceDataplane
 from cgwd.esp.sa import OutboundSa, SaCounters
 from cgwd.esp.suites import suite_by_name
@@ -163,6 +164,21 @@ def test_nat_keepalives_are_sent_while_esp_in_udp_is_idle(
     assert sent >= 2
     assert received and all(r == (b"\xff", (LOCAL, 4500)) for r in received)
     assert len(received) >= sent  # one more may leave between the count and the close
+
+
+def test_the_tun_device_queues_enough_for_a_bulk_flow(namespaces: tuple[Netns, Netns]) -> None:
+    ours, _peer = namespaces
+
+    async def body() -> str:
+        dp = UserspaceDataplane()
+        try:
+            await dp.open_tunnel(SPEC)
+            return str(ours.ip("-o", "link", "show", SPEC.name).stdout)
+        finally:
+            await dp.close()
+
+    link = run_async_in_netns(ours.name, body)
+    assert f" qlen {TUN_TX_QUEUE_LEN}" in link and TUN_TX_QUEUE_LEN > 500, link  # 500: default
 
 
 def test_a_tun_device_deleted_under_the_datapath_is_counted_not_spun_on(
