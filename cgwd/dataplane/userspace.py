@@ -8,8 +8,10 @@ HMAC calls and every syscall release the GIL):
                     --> UDP socket (one GSO sendmsg per run of equal-size packets)
                      or raw ESP socket (one send per packet)
     rx worker:  UDP socket (GRO: one recvmsg per coalesced run) / raw ESP socket
-                    --> classify (RFC 3948 §2.2): keepalive | IKE -> event loop | ESP
-                    --> InboundSa by SPI .decapsulate_into a preallocated buffer
+                    --> InboundSa by SPI .decapsulate_run: the run's ESP for that SA,
+                        each packet into a preallocated buffer, in one call
+                    --> the rest one by one, classified (RFC 3948 §2.2): keepalive |
+                        IKE -> event loop | ESP for another or a not-yet-installed SPI
                     --> TcpCoalescer (runs of one TCP flow become one GSO packet)
                     --> TUN (IFF_VNET_HDR)
 
