@@ -88,11 +88,13 @@ def measure_tcp(
     by whatever else ran)."""
     srv = _iperf_server(server, dst)
     try:
-        datapath_before, machine_before = _process_ticks(datapath_pids), _machine_busy_ticks()
+        user_before, system_before = _process_ticks(datapath_pids)
+        machine_before = _machine_busy_ticks()
         out = client.run(
             "iperf3", "-c", dst, "-t", str(seconds), "-J", check=False, timeout=seconds + 30
         )
-        datapath_ticks = _process_ticks(datapath_pids) - datapath_before
+        user_after, system_after = _process_ticks(datapath_pids)
+        user_ticks, system_ticks = user_after - user_before, system_after - system_before
         machine_ticks = _machine_busy_ticks() - machine_before
         end = json.loads(out.stdout or "{}").get("end", {})
     finally:
@@ -105,7 +107,11 @@ def measure_tcp(
     }
     if gigabytes:
         if datapath_pids:
-            result["datapath_cpu_s_per_gb"] = round(datapath_ticks / _HZ / gigabytes, 3)
+            per_gb = 1 / _HZ / gigabytes
+            result["datapath_cpu_s_per_gb"] = round((user_ticks + system_ticks) * per_gb, 3)
+            # User time is the datapath's own code (Python and the crypto library);
+            # system time its syscalls and whatever the kernel does in them.
+            result["datapath_user_cpu_s_per_gb"] = round(user_ticks * per_gb, 3)
         result["machine_cpu_s_per_gb"] = round(machine_ticks / _HZ / gigabytes, 3)
     return result
 
@@ -113,14 +119,15 @@ def measure_tcp(
 _HZ = os.sysconf("SC_CLK_TCK")
 
 
-def _process_ticks(pids: tuple[int, ...]) -> int:
-    """utime + stime of each process, all its threads (/proc/PID/stat, proc(5))."""
-    total = 0
+def _process_ticks(pids: tuple[int, ...]) -> tuple[int, int]:
+    """User and system time of the processes, all their threads (/proc/PID/stat, proc(5))."""
+    user = system = 0
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15 of the whole line
-    return total
+        user += int(fields[11])  # utime and stime: fields 14 and 15 of the whole line
+        system += int(fields[12])
+    return user, system
 
 
 def _machine_busy_ticks() -> int:
