@@ -572,9 +572,9 @@ class KernelDataplane:
         if info.integrity_failures:
             drops[DropReason.AUTH_FAILED] = info.integrity_failures
         last_used = None
-        if info.use_time:
+        if info.last_used:  # not curlft.use_time: that is the first packet's time
             # The kernel keeps wall-clock seconds; express them on our monotonic clock.
-            last_used = self._clock() - max(0.0, time.time() - info.use_time)
+            last_used = self._clock() - max(0.0, time.time() - info.last_used)
         return SaCounters(packets=info.packets, bytes=info.bytes, drops=drops, last_used=last_used)
 
     def current_outbound(self, tunnel: str) -> SaId | None:

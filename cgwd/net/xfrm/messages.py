@@ -535,7 +535,8 @@ class SaInfo:
     bytes: int
     packets: int
     add_time: int
-    use_time: int
+    use_time: int  # wall-clock seconds of the FIRST packet (xfrm_lifetime_cur.use_time)
+    last_used: int  # ... of the latest packet (XFRMA_LASTUSED); 0: none yet
     replay_drops: int  # xfrm_stats.replay: packets refused by the replay window
     integrity_failures: int  # xfrm_stats.integrity_failed
     stats_replay_window: int
@@ -679,6 +680,7 @@ def _sa_from(msg: nlmsg) -> SaInfo:
         packets=int(msg["cur_packets"]),
         add_time=int(msg["cur_add_time"]),
         use_time=int(msg["cur_use_time"]),
+        last_used=int(msg.get_attr("XFRMA_LASTUSED") or 0),
         replay_drops=int(msg["stats_replay"]),
         integrity_failures=int(msg["stats_integrity_failed"]),
         stats_replay_window=int(msg["stats_replay_window"]),

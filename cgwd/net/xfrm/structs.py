@@ -48,6 +48,7 @@ XFRMA_TMPL: Final = 5
 XFRMA_LTIME_VAL: Final = 9
 XFRMA_REPLAY_VAL: Final = 10
 XFRMA_SRCADDR: Final = 13
+XFRMA_LASTUSED: Final = 15  # u64: wall-clock seconds of the SA's last packet
 XFRMA_ALG_AEAD: Final = 18
 XFRMA_ALG_AUTH_TRUNC: Final = 20
 XFRMA_MARK: Final = 21
@@ -303,6 +304,7 @@ _XFRM_NLA_MAP: tuple[tuple[int, str, str], ...] = (
     (XFRMA_LTIME_VAL, "XFRMA_LTIME_VAL", "xfrm_lifetime_cur_nla"),
     (XFRMA_REPLAY_VAL, "XFRMA_REPLAY_VAL", "xfrm_replay_state"),
     (XFRMA_SRCADDR, "XFRMA_SRCADDR", "xfrm_address"),
+    (XFRMA_LASTUSED, "XFRMA_LASTUSED", "uint64"),
     (XFRMA_ALG_AEAD, "XFRMA_ALG_AEAD", "xfrm_algo_aead"),
     (XFRMA_ALG_AUTH_TRUNC, "XFRMA_ALG_AUTH_TRUNC", "xfrm_algo_auth"),
     (XFRMA_MARK, "XFRMA_MARK", "xfrm_mark"),

@@ -211,3 +211,17 @@ def test_create_dataplane_follows_the_choice() -> None:
     dp, why = create_dataplane("auto", bad)
     assert dp.kind == "userspace" and "CONFIG_INET_ESP" in why
     assert create_dataplane("userspace", good)[0].kind == "userspace"
+
+
+def test_the_last_packets_time_comes_from_xfrma_lastused_not_the_first_use() -> None:
+    """The kernel's ``curlft.use_time`` is the first packet's time; XFRMA_LASTUSED (u64,
+    wall-clock seconds, <linux/xfrm.h>) the latest's. An SA that never carried a packet
+    has no such attribute."""
+    spec = m.SaSpec(A, B, 0x1000, suite_by_name("aes128gcm16"), Secret(bytes(20)))
+    plain = bytearray(m.encode_newsa(spec, 1))
+    assert m.decode_sa(next(m.split_messages(bytes(plain)))).last_used == 0
+    # struct nlattr {u16 nla_len; u16 nla_type} + u64 value, appended as the kernel would.
+    answer = plain + struct.pack("=HHQ", 12, 15, 1_764_300_000)
+    struct.pack_into("=I", answer, 0, len(answer))  # nlmsghdr.nlmsg_len
+    sa = m.decode_sa(next(m.split_messages(bytes(answer))))
+    assert sa.last_used == 1_764_300_000 and sa.use_time == 0
