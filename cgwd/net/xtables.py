@@ -54,6 +54,10 @@ _log = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.@+-]+$")
 
 
+class XtablesMissing(NetOpsError):
+    """An iptables-legacy tool is not installed."""
+
+
 @dataclass(frozen=True)
 class XtFamily:
     """One address family's tools and the file listing its loaded tables."""
@@ -168,15 +172,17 @@ class Xtables:
                 check=False,
             )
         except FileNotFoundError:
-            raise NetOpsError(
+            raise XtablesMissing(
                 f"cannot run {tool}: install iptables (Debian package iptables)"
             ) from None
         except subprocess.TimeoutExpired:
             raise NetOpsError(f"{tool} did not finish within {XTABLES_TIMEOUT:g} s") from None
         if proc.returncode != 0:
             detail = " ".join(proc.stderr.split()) or f"exit status {proc.returncode}"
-            if self._prefix and "exec of" in detail and "failed" in detail:
-                detail += " (install iptables: Debian package iptables)"
+            if self._prefix and detail.startswith("exec of") and "No such file" in detail:
+                raise XtablesMissing(
+                    f"cannot run {tool}: install iptables (Debian package iptables)"
+                )
             raise NetOpsError(f"{tool} failed: {detail}")
         return proc.stdout
 
@@ -222,7 +228,14 @@ class Xtables:
         for family in self._families:
             if not self._has_mangle(family):
                 continue
-            document = remove_document(self._saved(family))
+            try:
+                saved = self._saved(family)
+            except XtablesMissing:
+                # Someone else's legacy table, and no tools: cgwd (which needs them to add
+                # its chain) cannot have made anything there. Never a reason to stop.
+                _log.debug("a legacy mangle table exists but %s is not installed", family.save)
+                continue
+            document = remove_document(saved)
             if document is not None:
                 self._restore(family, document)
                 removed = True

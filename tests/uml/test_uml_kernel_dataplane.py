@@ -131,7 +131,7 @@ def test_mss_clamp_falls_back_to_iptables_legacy_without_the_nftables_inet_famil
     for option in ("CONFIG_NF_TABLES_INET", "CONFIG_NF_TABLES_IPV4", "CONFIG_NF_TABLES_IPV6"):
         assert option in error
     assert "the iptables-legacy fallback failed too" in error
-    assert "install iptables: Debian package iptables" in error
+    assert "cannot run iptables-legacy-save: install iptables (Debian package iptables)" in error
     # Shutdown and crash cleanup still work there, and leave nothing.
     assert doc["cleanup_nft_table"] is False
     assert doc["tables_after"] == ""

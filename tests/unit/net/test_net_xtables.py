@@ -244,9 +244,13 @@ def test_nothing_runs_without_a_legacy_mangle_table(
     # No x_tables loaded at all (no *_tables_names files): no tool runs, none is needed.
     monkeypatch.setattr(xtables, "PROC_NET", tmp_path)
     assert Xtables(binary_dir=str(tmp_path / "missing")).remove() is False
+    # Someone else's legacy mangle table, and no iptables tools: cgwd cannot have made
+    # anything there, and removing (shutdown, start-up cleanup) must not fail for it.
     (tmp_path / "ip_tables_names").write_text("mangle\n")
+    assert Xtables(binary_dir=str(tmp_path / "missing")).remove() is False
+    # Applying does need them, and says so.
     with pytest.raises(NetOpsError, match="install iptables"):
-        Xtables(binary_dir=str(tmp_path / "missing")).remove()
+        Xtables(binary_dir=str(tmp_path / "missing")).apply([MssClamp("t1", 1300)])
 
 
 # -- the real tools, in a namespace ----------------------------------------------------------
