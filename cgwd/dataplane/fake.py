@@ -118,6 +118,13 @@ class FakeDataplane:
     def set_ike_receiver(self, callback: IkeReceiver | None) -> None:
         self._ike_receiver = callback
 
+    def record_traffic(self, sa: SaId, at: float, size: int = 100) -> None:
+        """What a real datapath does for each packet through an SA: count it, note when."""
+        counters = self._tunnel(sa.tunnel).sas[sa].counters
+        counters.packets += 1
+        counters.bytes += size
+        counters.last_used = at
+
     async def close(self) -> None:
         self.tunnels.clear()
         self.closed = True

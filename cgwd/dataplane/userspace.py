@@ -682,10 +682,14 @@ class UserspaceDataplane:
                     if inbound is not None and not inbound.early:
                         counters = inbound.sa.counters
                         drops_before = counters.drop_events
+                        delivered_before = counters.packets
                         off = inbound.sa.decapsulate_run(
                             view, off, n, step, out=t.rx_payload, deliver=t.deliver
                         )
-                        counters.last_used = now
+                        # Only authentic packets say the peer is alive (the IKE host
+                        # skips liveness checks while this moves).
+                        if counters.packets != delivered_before:
+                            counters.last_used = now
                         if counters.drop_events != drops_before:
                             self._log_sa_drop(t, inbound, counters.last_drop)
                         continue

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import Any, Protocol
 
-from cgwd.dataplane.base import Dataplane, DataplaneError
+from cgwd.dataplane.base import Dataplane, DataplaneError, SaId
 from cgwd.esp.natt import NON_ESP_MARKER, UdpPayloadKind, classify
 from cgwd.ike.clock import Clock
 from cgwd.ike.events import (
@@ -93,6 +93,7 @@ class Session(Protocol):
         self, data: bytes, src: tuple[str, int], dst: tuple[str, int], now: float
     ) -> None: ...
     def handle_timer(self, now: float) -> None: ...
+    def note_traffic(self, at: float) -> None: ...
     def datagrams_to_send(self) -> Sequence[Datagram]: ...
     def events(self) -> Sequence[Event]: ...
     def next_deadline(self) -> float | None: ...
@@ -129,6 +130,7 @@ class _Slot:
     actions: asyncio.Queue[Event | _Send] = field(default_factory=asyncio.Queue)
     worker: asyncio.Task[None] | None = None
     busy: bool = False  # the worker is applying or sending one job
+    inbound: set[SaId] = field(default_factory=set)  # the session's installed inbound SAs
 
     def idle(self) -> bool:
         return not self.busy and self.actions.empty()
@@ -288,8 +290,25 @@ class IkeHost:
 
     def _on_timer(self, slot: _Slot) -> None:
         slot.timer = None
-        slot.session.handle_timer(self.clock.now())
+        now = self.clock.now()
+        self._note_traffic(slot, now)
+        slot.session.handle_timer(now)
         self.pump(slot.session)
+
+    def _note_traffic(self, slot: _Slot, now: float) -> None:
+        """Tell the session when ESP last arrived on its Child SAs, so that it probes the
+        peer's liveness only when the tunnel is idle (the sessions see IKE, not ESP)."""
+        latest: float | None = None
+        for sa in list(slot.inbound):
+            try:
+                used = self.dataplane.sa_counters(sa).last_used
+            except DataplaneError:  # removed meanwhile, or the kernel would not say
+                continue
+            if used is not None and (latest is None or used > latest):
+                latest = used
+        if latest is not None:
+            # Never later than now, whatever the dataplane's clock says.
+            slot.session.note_traffic(min(latest, now))
 
     # -- output -------------------------------------------------------------------
 
@@ -394,6 +413,7 @@ class IkeHost:
                     self._send(job.datagrams)
                 else:
                     await self._apply(job)
+                    _track_inbound(slot.inbound, job)
             except DataplaneError as exc:
                 self.counters.dataplane_errors += 1
                 log.error("%s dataplane: %s", slot.session.config.tunnel, exc)
@@ -417,6 +437,15 @@ class IkeHost:
         datagram sent (for tests)."""
         for slot in list(self._slots.values()):
             await slot.actions.join()
+
+
+def _track_inbound(inbound: set[SaId], applied: Event) -> None:
+    """Keep ``inbound`` (a session's installed inbound SAs) up to date with an event that
+    was just applied."""
+    if isinstance(applied, ChildSaInstalled):
+        inbound.add(applied.inbound)
+    elif isinstance(applied, ChildSaRemoved):
+        inbound.difference_update(applied.sa_ids)
 
 
 async def apply_sa_event(dp: Dataplane, event: Event) -> None:

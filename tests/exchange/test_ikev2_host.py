@@ -52,6 +52,16 @@ def _config(local: str, remote: str, port: int) -> IkeSessionConfig:
     )
 
 
+async def _esp_arriving(dps: list[FakeDataplane], clock: MonotonicClock, seconds: float) -> None:
+    """ESP through every inbound SA every 50 ms for ``seconds``."""
+    for _ in range(int(seconds / 0.05)):
+        for dp in dps:
+            for sa in dp.installed("t1"):
+                if sa.direction == "in":
+                    dp.record_traffic(sa, clock.now())
+        await asyncio.sleep(0.05)
+
+
 async def _run() -> None:
     a_ip, b_ip = "127.0.0.1", "127.0.0.2"
     p1 = _free_port(a_ip)
@@ -107,6 +117,12 @@ async def _run() -> None:
         await asyncio.sleep(1.0)
         assert hosts[0].counters.sent > sent_before
         assert not any(isinstance(e, IkeDown) for e in seen["a"] + seen["b"])
+        # While ESP arrives on the inbound SAs (the datapath's counters say when), neither
+        # end probes: the peer is evidently alive (RFC 7296 2.4).
+        await _esp_arriving(dps, clock, seconds=0.4)  # lets a probe under way finish
+        sent_before = [h.counters.sent for h in hosts]
+        await _esp_arriving(dps, clock, seconds=1.5)
+        assert [h.counters.sent for h in hosts] == sent_before
         # Terminating one end deletes the SAs at the other.
         await hosts[0].close(delete=True, grace=0.3)
         for _ in range(40):

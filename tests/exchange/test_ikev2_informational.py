@@ -181,3 +181,31 @@ def test_init_flood_triggers_cookies_and_stays_bounded() -> None:
     pair.run_for(40)
     assert len(cgw.ike_sas) == 1
     assert "ike_half_open_timeout" in pair.cgw.log_names()
+
+
+def test_esp_from_the_peer_defers_dpd_until_the_tunnel_goes_quiet() -> None:
+    """RFC 7296 2.4: a liveness check only when nothing protected arrived lately. The host
+    tells the session when ESP last arrived (`note_traffic`); here every second."""
+    pair = Pair()
+    pair.establish()
+    probes: list[float] = []
+
+    def count_probes(sender: str, out: Outgoing) -> bool:
+        if _exchange(out) == (ExchangeType.INFORMATIONAL, False):
+            probes.append(pair.now)
+        return True
+
+    pair.filter = count_probes
+    for _ in range(60):
+        for end in (pair.cgw, pair.aws):
+            end.session.note_traffic(pair.now)
+        pair.run_for(1)
+    assert probes == []
+    # The peer dies: the first probe goes out dpd_delay after the last ESP.
+    quiet_from = pair.now
+    pair.filter = lambda sender, out: count_probes(sender, out) and sender != "aws"
+    pair.run_for(45)
+    delay = pair.cgw.session.config.dpd_delay
+    assert probes and quiet_from + delay - 1 <= probes[0] <= quiet_from + delay + 1
+    downs = pair.cgw.downs()
+    assert downs and downs[0].reason == "dpd_timeout"

@@ -366,6 +366,46 @@ def test_empty_datagrams_are_counted_as_malformed_not_internal_errors(
     assert drops == {"malformed": 3}
 
 
+def test_only_authentic_esp_marks_an_inbound_sa_as_used(namespaces: tuple[Netns, Netns]) -> None:
+    """``last_used`` of an inbound SA tells the IKE host that the peer is alive, so it must
+    not move for packets that fail authentication (anyone can send those)."""
+    ours, peer = namespaces
+    peer_sock = udp_socket(peer, REMOTE, 4500)
+    keymat = Secret(bytes(range(20)))
+    sender = OutboundSa(0x5005, GCM, keymat, udp_encap=True)
+    forged = bytearray(
+        sender.encapsulate(bytes.fromhex("4500001c0000400040010000") + bytes(16)) or b""
+    )
+    forged[-1] ^= 1
+    genuine = sender.encapsulate(bytes.fromhex("4500001c0000400040010000") + bytes(16)) or b""
+
+    async def body() -> tuple[SaCounters, SaCounters]:
+        dp = UserspaceDataplane()
+        sa = SaId(SPEC.name, "in", 0x5005)
+        try:
+            await dp.open_tunnel(SPEC)
+            await dp.add_sa(sa, SaParams(GCM, keymat, encap=UdpEncap()))
+            for packet in (forged, forged):
+                peer_sock.sendto(packet, (LOCAL, 4500))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and dp.sa_counters(sa).dropped < 2:
+                await asyncio.sleep(0.05)
+            after_forged = dp.sa_counters(sa)
+            peer_sock.sendto(genuine, (LOCAL, 4500))
+            while time.monotonic() < deadline and not dp.sa_counters(sa).packets:
+                await asyncio.sleep(0.05)
+            return after_forged, dp.sa_counters(sa)
+        finally:
+            await dp.close()
+
+    try:
+        after_forged, after_genuine = run_async_in_netns(ours.name, body)
+    finally:
+        peer_sock.close()
+    assert after_forged.dropped == 2 and after_forged.last_used is None
+    assert after_genuine.packets == 1 and after_genuine.last_used is not None
+
+
 def test_packets_routed_into_a_tunnel_without_outbound_sa_are_counted_as_no_sa(
     namespaces: tuple[Netns, Netns],
 ) -> None:

@@ -157,6 +157,14 @@ class Ikev1Session:
             self.counters["internal_error"] += 1
             self.log("internal_error", f"timer handling failed: {type(exc).__name__}", "error")
 
+    def note_traffic(self, at: float) -> None:
+        """ESP arrived, authenticated, on one of our IPsec SAs at ``at``: the peer is alive.
+        RFC 3706 5.3: R-U-THERE is only worth sending when no traffic came from the peer,
+        so the next one waits ``dpd_delay`` from here (one already outstanding goes on)."""
+        sa = self.current
+        if sa is not None and at > sa.last_heard:
+            sa.last_heard = at
+
     def datagrams_to_send(self) -> list[Outgoing]:
         out, self._out = self._out, []
         return out

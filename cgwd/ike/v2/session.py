@@ -181,6 +181,15 @@ class IkeSession(RekeyCoordination):
             self.log("internal_error", f"timer handling failed: {type(exc).__name__}", "error")
         self._release_unheld_spis()
 
+    def note_traffic(self, at: float) -> None:
+        """ESP arrived, authenticated, on one of our Child SAs at ``at``: the peer is alive.
+        RFC 7296 2.4: a liveness check is only due when nothing protected was received
+        lately, so the next one waits ``dpd_delay`` from here (one already under way goes
+        on)."""
+        sa = self._current
+        if sa is not None and at > sa.last_heard:
+            sa.last_heard = at
+
     def datagrams_to_send(self) -> list[Outgoing]:
         out, self._out = self._out, []
         return out

@@ -413,3 +413,27 @@ def test_responder_reports_established_only_with_its_outbound_sa() -> None:
     pair.run_for(5)
     assert pair.aws.session.status(pair.now)["phase2"] == "Established"
     assert_tunnel_up(pair)
+
+
+def test_esp_from_the_peer_defers_dpd_until_the_tunnel_goes_quiet() -> None:
+    """RFC 3706 5.3: R-U-THERE only when no traffic came from the peer. The host tells the
+    session when ESP last arrived (`note_traffic`); here every second, on both ends."""
+    pair = V1Pair()
+    pair.establish()
+    for _ in range(60):
+        for end in (pair.cgw, pair.aws):
+            end.session.note_traffic(pair.now)
+        pair.run_for(1)
+    assert pair.cgw.session.counters["dpd_sent"] == 0
+    assert pair.aws.session.counters["dpd_sent"] == 0
+    # The peer dies: no more ESP (the last came a second ago), no answers. The first
+    # probe goes out dpd_delay after the last ESP, and the peer is found dead as on an
+    # idle tunnel.
+    quiet_from = pair.now
+    pair.filter = lambda sender, out: sender != "aws"
+    pair.run_for(pair.cgw.session.config.dpd_delay - 2)
+    assert pair.cgw.session.counters["dpd_sent"] == 0
+    pair.run_for(60)
+    assert pair.cgw.session.counters["dpd_sent"] >= 1
+    downs = pair.cgw.downs()
+    assert downs and downs[0].reason == "dpd_timeout" and pair.now - quiet_from <= 70
