@@ -37,6 +37,7 @@ TCP_PORT = 5001
 UDP_PORT = 5002
 STREAM_SECONDS = 4.0
 STREAM_INTERVAL = 0.004
+LAST_USED_PAUSE = 3.0
 
 
 def tcp_transfer(topo_hosts: tuple[str, str], size: int) -> dict[str, Any]:
@@ -206,6 +207,12 @@ def main() -> None:
             "b_in": b.counters(SaId("cgt0", "in", spi_ab)),
             "a_in": a.counters(SaId("cgt0", "in", spi_ba)),
         }
+        # last_used is the time of an SA's latest packet, not its first (the kernel keeps
+        # both): after a pause, one more ping must make it recent again.
+        time.sleep(LAST_USED_PAUSE)
+        result["ping_after_pause"] = ping(host_a.name, "10.2.0.10")
+        last_used = b.sync(lambda: b.dp.sa_counters(SaId("cgt0", "in", spi_ab)).last_used)
+        result["b_in_last_used_age"] = None if last_used is None else time.monotonic() - last_used
 
         # Make-before-break rekey under traffic: new inbound on both ends, then new
         # outbound (takes over at once), then the old SAs go.
