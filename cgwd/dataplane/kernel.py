@@ -120,9 +120,6 @@ class _Tunnel:
     sas: dict[SaId, SaParams] = field(default_factory=dict)
     outbound_order: list[SaId] = field(default_factory=list)  # last = current
     reserved_spis: set[int] = field(default_factory=set)  # larval SAs from ALLOCSPI
-    # Per SA: the packet count at the last query and when it was last seen to grow (for
-    # kernels that keep no last-use time for inbound SAs, see `sa_counters`).
-    traffic_seen: dict[SaId, tuple[int, float | None]] = field(default_factory=dict)
 
     @property
     def mark(self) -> m.Mark | None:
@@ -541,7 +538,6 @@ class KernelDataplane:
         finally:
             # Gone from the kernel (or already gone, e.g. a hard expiry): forget it.
             del t.sas[sa]
-            t.traffic_seen.pop(sa, None)
             if sa.direction == "out":
                 t.outbound_order.remove(sa)
             else:
@@ -575,21 +571,14 @@ class KernelDataplane:
             drops[DropReason.REPLAY] = info.replay_drops
         if info.integrity_failures:
             drops[DropReason.AUTH_FAILED] = info.integrity_failures
-        now = self._clock()
-        t = self._tunnel(sa.tunnel)
-        packets_before, seen_growing = t.traffic_seen.get(sa, (0, None))
-        if info.packets > packets_before:
-            seen_growing = now
-        t.traffic_seen[sa] = (info.packets, seen_growing)
-        if info.last_used:  # not curlft.use_time: that is the first packet's time
+        last_used = None
+        # XFRMA_LASTUSED, not curlft.use_time (the first packet's time). Older kernels
+        # (Debian 12's 6.1 among them) do not set it for ESP: the last use is then
+        # unknown (None), and the IKE host probes the peer's liveness on its DPD timer
+        # whatever the traffic, as on an idle tunnel.
+        if info.last_used:
             # The kernel keeps wall-clock seconds; express them on our monotonic clock.
-            last_used: float | None = now - max(0.0, time.time() - info.last_used)
-        else:
-            # Older kernels (Debian 12's 6.1 among them) set XFRMA_LASTUSED on output
-            # only. For an inbound SA: the last query that found more packets than the
-            # one before (at most one query interval late; the IKE host queries once
-            # per DPD interval).
-            last_used = seen_growing
+            last_used = self._clock() - max(0.0, time.time() - info.last_used)
         return SaCounters(packets=info.packets, bytes=info.bytes, drops=drops, last_used=last_used)
 
     def current_outbound(self, tunnel: str) -> SaId | None:

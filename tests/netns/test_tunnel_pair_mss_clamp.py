@@ -43,8 +43,9 @@ def test_syn_through_the_tunnel_carries_the_clamped_mss() -> None:
     # hostA's SYN asks for 1460 (its eth0 MTU is 1500); gwA clamps it into the tunnel.
     assert doc["syn_mss_at_hostb"] == [1300]
     assert doc["ping"] and doc["ping_after_rekey"]
-    # An inbound SA's last use is its latest packet (the ping after a 3 s pause).
-    assert doc["ping_after_pause"] and doc["b_in_last_used_age"] < 2.0
+    # An SA's last use is its latest packet (the ping after a 3 s pause).
+    assert doc["ping_after_pause"]
+    assert doc["a_out_last_used_age"] < 2.0 and doc["b_in_last_used_age"] < 2.0
     assert doc["tcp"]["received_sha256"] == doc["tcp"]["sent_sha256"]
     stream = doc["rekey_stream"]
     assert stream["received"] == stream["sent"] > 200, stream["missing"]

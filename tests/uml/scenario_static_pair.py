@@ -211,8 +211,12 @@ def main() -> None:
         # both): after a pause, one more ping must make it recent again.
         time.sleep(LAST_USED_PAUSE)
         result["ping_after_pause"] = ping(host_a.name, "10.2.0.10")
-        last_used = b.sync(lambda: b.dp.sa_counters(SaId("cgt0", "in", spi_ab)).last_used)
-        result["b_in_last_used_age"] = None if last_used is None else time.monotonic() - last_used
+        for key, gw, sa_id in (
+            ("a_out", a, SaId("cgt0", "out", spi_ab)),
+            ("b_in", b, SaId("cgt0", "in", spi_ab)),
+        ):
+            used = gw.sync(lambda gw=gw, sa_id=sa_id: gw.dp.sa_counters(sa_id).last_used)
+            result[f"{key}_last_used_age"] = None if used is None else time.monotonic() - used
 
         # Make-before-break rekey under traffic: new inbound on both ends, then new
         # outbound (takes over at once), then the old SAs go.

@@ -73,10 +73,13 @@ def test_both_ends_kernel_datapath_traffic_rekey_and_clean_shutdown(guest: UmlGu
     assert seen["in_after"] > seen["in_before"]
     counters = doc["counters_before_rekey"]
     assert counters["a_out"]["packets"] > 1000
-    # The kernel's XFRMA_LASTUSED (whole seconds): the ping after a 3 s pause, not the
-    # transfer's first packet (which the first-use time would give, >= 3 s ago).
+    # last_used is the kernel's XFRMA_LASTUSED (whole seconds): the ping after a 3 s
+    # pause, never the transfer's first packet (curlft.use_time, >= 3 s ago). This kernel
+    # (6.1) reports no XFRMA_LASTUSED at all (`ip -s xfrm state` shows no "lastused"), so
+    # here last use is unknown; newer kernels set it on input and output.
     assert doc["ping_after_pause"]
-    assert doc["b_in_last_used_age"] is not None and doc["b_in_last_used_age"] < 2.0
+    for age in (doc["a_out_last_used_age"], doc["b_in_last_used_age"]):
+        assert age is None or age < 2.0, age
     assert counters["a_out"]["packets"] == counters["b_in"]["packets"]
     assert counters["a_out"]["bytes"] == counters["b_in"]["bytes"]
     assert counters["a_out"]["bytes"] == seen["out_after"]
