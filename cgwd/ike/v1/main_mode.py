@@ -15,6 +15,7 @@ verify: reported as ``auth_failed`` (probable pre-shared key mismatch).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cgwd.ike.crypto.dh import dh_group
@@ -347,6 +348,33 @@ def _verify_id(session: Ikev1Session, ident: IdPayload, *, peer: bool) -> bool:
     return False
 
 
+def _decrypt_last_pair(  # noqa: PLR0917
+    session: Ikev1Session,
+    sa: IsakmpSa,
+    data: bytes,
+    hdr: Header,
+    number: int,
+    bad_key: Callable[[str], None],
+) -> tuple[Message, bytes] | None:
+    """Main Mode message 5 or 6 (``number``), the first under the new keys (RFC 2409
+    5): decrypted with the last IV it leaves, or None (counted). One that does not decrypt
+    means the peer derived other keys, almost always from another PSK: ``bad_key(why)``
+    reports that, the initiator's and the responder's way."""
+    assert sa.keys is not None
+    if not hdr.encrypted:
+        session.counters["unprotected"] += 1
+        return None
+    try:
+        return decode_message(data, sa.keys.enc_key, sa.iv)
+    except IntegrityError:
+        session.counters["integrity_failed"] += 1
+        bad_key(f"Main Mode message {number} does not decrypt ({PSK_HINT})")
+        return None
+    except IkeDecodeError:
+        session.counters["malformed"] += 1
+        return None
+
+
 def _initiator_mm6(  # noqa: PLR0917
     session: Ikev1Session,
     sa: IsakmpSa,
@@ -357,20 +385,12 @@ def _initiator_mm6(  # noqa: PLR0917
     now: float,
 ) -> None:
     assert sa.keys is not None and sa.suite is not None
-    if not hdr.encrypted:
-        session.counters["unprotected"] += 1
+    decrypted = _decrypt_last_pair(
+        session, sa, data, hdr, 6, lambda why: session.phase1_failed(sa, "auth_failed", why, now)
+    )
+    if decrypted is None:
         return
-    try:
-        msg, last = decode_message(data, sa.keys.enc_key, sa.iv)
-    except IntegrityError:
-        session.counters["integrity_failed"] += 1
-        session.phase1_failed(
-            sa, "auth_failed", f"Main Mode message 6 does not decrypt ({PSK_HINT})", now
-        )
-        return
-    except IkeDecodeError:
-        session.counters["malformed"] += 1
-        return
+    msg, last = decrypted
     idx = next((i for i, p in enumerate(msg.payloads) if isinstance(p, IdPayload)), None)
     hp = msg.first(HashPayload)
     if idx is None or not isinstance(hp, HashPayload):
@@ -506,19 +526,15 @@ def _responder_mm5(  # noqa: PLR0917
     now: float,
 ) -> None:
     assert sa.keys is not None and sa.suite is not None
-    if not hdr.encrypted:
-        session.counters["unprotected"] += 1
-        return
-    try:
-        msg, last = decode_message(data, sa.keys.enc_key, sa.iv)
-    except IntegrityError:
-        session.counters["integrity_failed"] += 1
-        session.log("auth_failed", f"Main Mode message 5 does not decrypt ({PSK_HINT})", "error")
+
+    def bad_key(why: str) -> None:
+        session.log("auth_failed", why, "error")
         _tell_initiator(session, sa, Notify.PAYLOAD_MALFORMED, src, dst)
+
+    decrypted = _decrypt_last_pair(session, sa, data, hdr, 5, bad_key)
+    if decrypted is None:
         return
-    except IkeDecodeError:
-        session.counters["malformed"] += 1
-        return
+    msg, last = decrypted
     idx = next((i for i, p in enumerate(msg.payloads) if isinstance(p, IdPayload)), None)
     hp = msg.first(HashPayload)
     if idx is None or not isinstance(hp, HashPayload):
