@@ -8,16 +8,17 @@ unchanged)::
 
 Each AWS endpoint is a strongSwan charon with the kernel-netlink backend (kernel ESP, 0/0
 selectors, marks 42: route-based like AWS), tunnel 1 with AES-GCM, tunnel 2 with
-AES-CBC/HMAC-SHA1. The VPC host returns traffic by ECMP over both endpoints, ignoring the
-one whose link is down; an endpoint's updown script keeps that link up only while it has a
-CHILD_SA (what AWS's routing does, as in cgwd.lab). The guest's nftables has no inet
-family, so the daemon clamps the MSS with iptables-legacy. ``encap`` as argument sets
+AES-CBC/HMAC-SHA1. The VPC host returns traffic by ECMP over both endpoints, leaving out
+the one whose charon the scenario stopped or killed until cgwd has its tunnel up again
+(AWS stops routing into a tunnel that went down). The guest's nftables has no inet family,
+so the daemon clamps the MSS with iptables-legacy. ``encap`` as argument sets
 ``nat_traversal = "force"`` (ESP in UDP 4500); the default is raw ESP.
 
 Observed, in order: ``cgwd status --json`` with both tunnels up; ping LAN -> VPC host and
 ``ip -s xfrm state``; the MSS of a LAN host's SYN as the VPC host receives it, and of the
 SYN-ACK as the LAN host was told it; with a ping every 0.1 s running, the longest gap when
-tunnel 1's charon stops (DELETEs), comes back, and is killed (only DPD notices); cgwd
+tunnel 1 is rekeyed (CHILD_SA and IKE SA, by cgwd and by charon), its charon stops
+(DELETEs), comes back, and is killed (only DPD notices); cgwd
 killed and started again (the old state removed, both tunnels up); SIGTERM: exit status,
 time, and what is left in ``cgw``. Prints one JSON document.
 """
@@ -62,7 +63,7 @@ ENDPOINTS = {
 }
 
 
-def swanctl_conf(aws: str, inside: str, psk: str, esp: str, updown: Path) -> str:
+def swanctl_conf(aws: str, inside: str, psk: str, esp: str) -> str:
     return f"""connections {{
     aws {{
         version = 2
@@ -87,7 +88,6 @@ def swanctl_conf(aws: str, inside: str, psk: str, esp: str, updown: Path) -> str
                 mark_out = 42
                 esp_proposals = {esp}
                 start_action = none
-                updown = {updown}
             }}
         }}
     }}
@@ -99,30 +99,6 @@ secrets {{
     }}
 }}
 # inside {inside}
-"""
-
-
-def updown_script(state: Path, vpc_gateway: str) -> str:
-    """AWS routes into an endpoint only while it has a CHILD_SA (as cgwd.lab does): the
-    endpoint's link to the VPC host is up while one is installed. One event at a time,
-    and a Child SA going while another is up (a second IKE SA) leaves the link up."""
-    ip, flock = shutil.which("ip") or "/usr/sbin/ip", shutil.which("flock") or "/usr/bin/flock"
-    return f"""#!/bin/sh
-exec 9>"{state}.lock"
-{flock} 9
-case "$PLUTO_VERB" in
-    up-client)
-        mkdir -p "{state}"
-        : > "{state}/$PLUTO_UNIQUEID-$PLUTO_REQID"
-        {ip} link set dev vpc up
-        {ip} route replace {VPC_HOST}/32 via {vpc_gateway} dev vpc
-        ;;
-    down-client)
-        rm -f "{state}/$PLUTO_UNIQUEID-$PLUTO_REQID"
-        [ -z "$(ls -A "{state}" 2>/dev/null)" ] && {ip} link set dev vpc down
-        ;;
-esac
-exit 0
 """
 
 
@@ -193,7 +169,6 @@ def build(topo: Topology) -> dict[str, Netns]:
     cgw.ip("route", "add", "default", "via", "192.0.2.1")
     inet.ip("addr", "add", "192.0.2.1/24", "dev", "cgw")
     vpc.ip("addr", "add", f"{VPC_HOST}/32", "dev", "lo")
-    nexthops: list[str] = []
     for i, ep in ENDPOINTS.items():
         aws = ns[f"aws{i}"]
         topo.link(inet, f"aws{i}", aws, "inet")
@@ -202,13 +177,21 @@ def build(topo: Topology) -> dict[str, Netns]:
         gateway = inet_net.split("/")[0]
         topo.link(aws, "vpc", vpc, f"a{i}")
         aws.ip("addr", "add", f"{ep['vpc']}.1/24", "dev", "vpc")
-        aws.ip("link", "set", "dev", "vpc", "down")  # until its CHILD_SA is up (updown)
+        aws.ip("route", "add", f"{VPC_HOST}/32", "via", f"{ep['vpc']}.2")
         vpc.ip("addr", "add", f"{ep['vpc']}.2/24", "dev", f"a{i}")
-        vpc.sysctl(f"net.ipv4.conf.a{i}.ignore_routes_with_linkdown", "1")
-        nexthops += ["nexthop", "via", f"{ep['vpc']}.1", "dev", f"a{i}"]
         ep["gateway"] = gateway
-    vpc.ip("route", "add", "10.20.0.0/24", *nexthops)
+    aws_routes_back(vpc, [1, 2])
     return ns
+
+
+def aws_routes_back(vpc: Netns, endpoints: list[int]) -> None:
+    """The VPC's route to the customer's LAN: ECMP over the endpoints whose tunnel is up
+    (AWS picks the tunnel per flow, and stops using one whose tunnel went down)."""
+    hops = [["via", f"{ENDPOINTS[i]['vpc']}.1", "dev", f"a{i}"] for i in endpoints]
+    if len(hops) == 1:
+        vpc.ip("route", "replace", "10.20.0.0/24", *hops[0])
+    else:
+        vpc.ip("route", "replace", "10.20.0.0/24", *(w for h in hops for w in ["nexthop", *h]))
 
 
 def add_endpoint(ns: Netns, i: int, aws_out: str, inside: str, peer: str) -> None:
@@ -280,12 +263,6 @@ def syn_mss(lan: str, vpc: str) -> dict[str, Any]:
     return {"mss_at_vpc_host": seen, "lan_host_maxseg": told}
 
 
-def withdraw(aws: Netns, state: Path) -> None:
-    """What the updown script's down-client does, for an endpoint killed without one."""
-    shutil.rmtree(state, ignore_errors=True)
-    aws.ip("link", "set", "dev", "vpc", "down")
-
-
 def mangle_rules(ns: str) -> str:
     return sh("ip", "netns", "exec", ns, "iptables-legacy-save", "-t", "mangle").stdout
 
@@ -352,17 +329,11 @@ def main() -> None:
             aws_out, inside = str(t.vpn_gateway_outside_ip), str(t.vpn_gateway_inside_ip)
             peer = str(t.customer_gateway_inside_ip)
             add_endpoint(ns[f"aws{t.index}"], t.index, aws_out, f"{inside}/30", peer)
-            updown = work / f"updown{t.index}.sh"
-            updown.write_text(
-                updown_script(work / f"up{t.index}.d", f"{ENDPOINTS[t.index]['vpc']}.2")
-            )
-            updown.chmod(0o755)
             conf = swanctl_conf(
                 aws_out,
                 inside,
                 t.pre_shared_key.reveal().decode(),
                 ENDPOINTS[t.index]["esp"],
-                updown,
             )
             charons[t.index] = Charon(
                 ns[f"aws{t.index}"], work / f"aws{t.index}", settings=settings,
@@ -405,6 +376,42 @@ def main() -> None:
         result["mangle"] = sh("ip", "netns", "exec", cgw_name, "iptables-legacy-save", "-c",
                               "-t", "mangle").stdout  # fmt: skip
 
+        # Rekeys of tunnel 1 under a ping every 0.1 s, make-before-break on both sides:
+        # CHILD_SA by cgwd (`cgwd rekey`) and by charon, then the IKE SA by each.
+        def t1_child() -> tuple[str, ...]:
+            ts = tunnels(d.status())
+            return tuple(c["spi_in"] for c in ts[T1]["child_sas"]) if ts else ()
+
+        def t1_ike() -> str | None:
+            ts = tunnels(d.status())
+            return ts[T1]["ike"]["local_spi"] if ts and ts[T1]["ike"] else None
+
+        pinger = Pinger(ns["lan"].name)
+        children = [t1_child()]
+        ikes = [t1_ike()]
+        for who, sa in (("cgwd", "child"), ("charon", "child"), ("cgwd", "ike"), ("charon", "ike")):
+            if who == "cgwd":
+                d.client.call("rekey", {"connection": "vpc01", "tunnel": 1, "sa": sa}, timeout=10)
+            elif sa == "child":
+                charons[1].rekey(child="vti")
+            else:
+                charons[1].rekey(ike="aws")
+            if sa == "child":
+                old = children[-1]
+                wait_for(f"{who}'s CHILD_SA rekey", lambda old=old: len(t1_child()) == 1
+                         and t1_child() != old, 30)  # fmt: skip
+                children.append(t1_child())
+            else:
+                old_ike = ikes[-1]
+                wait_for(f"{who}'s IKE SA rekey", lambda o=old_ike: t1_ike() not in (None, o), 30)
+                ikes.append(t1_ike())
+            time.sleep(0.5)
+        result["rekey_ping"] = pinger.stop()
+        result["rekey_children"] = children
+        result["rekey_ikes"] = ikes
+        result["rekey_sas_after"] = sh("ip", "-n", cgw_name, "xfrm", "state").stdout.count("spi 0x")
+        result["rekey_status"] = d.status()
+
         # Failover: tunnel 1's endpoint stops (DELETEs cgwd's SAs) and AWS stops routing
         # into it; a ping every 0.1 s runs throughout.
         def t1_down_t2_active() -> bool:
@@ -418,7 +425,8 @@ def main() -> None:
         pinger = Pinger(ns["lan"].name)
         before_t2 = xfrm_state_bytes(cgw_name)
         stopped_at = time.monotonic()
-        charons[1].stop()  # its down-client takes AWS's route to it away
+        charons[1].stop()
+        aws_routes_back(ns["vpc"], [2])  # AWS stops routing into the tunnel that went
         wait_for("tunnel 1 down and tunnel 2 active", t1_down_t2_active, 30)
         result["failover_status_seconds"] = round(time.monotonic() - stopped_at, 2)
         time.sleep(3.0)  # traffic keeps flowing over tunnel 2
@@ -432,6 +440,7 @@ def main() -> None:
         back_at = time.monotonic()
         charons[1].start(timeout=30)
         wait_for("tunnel 1 back and active", t1_back, 60)
+        aws_routes_back(ns["vpc"], [1, 2])
         result["failback_status_seconds"] = round(time.monotonic() - back_at, 2)
         time.sleep(2.0)
         result["failback_ping"] = pinger.stop()
@@ -440,8 +449,11 @@ def main() -> None:
         pinger = Pinger(ns["lan"].name)
         time.sleep(1.0)
         killed_at = time.monotonic()
-        charons[1].kill()  # no down-client: AWS's routing notices by itself
-        withdraw(ns["aws1"], work / "up1.d")
+        charons[1].kill()  # no DELETE
+        # The endpoint is gone, its kernel's SAs with it (SIGKILL left them installed).
+        ns["aws1"].ip("xfrm", "state", "flush")
+        ns["aws1"].ip("xfrm", "policy", "flush")
+        aws_routes_back(ns["vpc"], [2])
         wait_for("tunnel 1 dead and tunnel 2 active", t1_down_t2_active, 30)
         result["dead_peer_status_seconds"] = round(time.monotonic() - killed_at, 2)
         time.sleep(2.0)
@@ -464,6 +476,7 @@ def main() -> None:
         daemon = Daemon(ns["cgw"], config, sock, work / "cgwd-2.log")
         d = daemon
         wait_for("both tunnels up after the restart", both_up, 90)
+        aws_routes_back(ns["vpc"], [1, 2])
         result["restart_up_seconds"] = round(time.monotonic() - restart, 2)
         result["restart_log"] = [
             line
