@@ -7,6 +7,8 @@ For each suite and inner packet size (64, 512, 1400, 8192 octets by default) it 
 - ``decap_us``: `InboundSa.decapsulate` of distinct, valid packets (fresh SAs per batch so
   the replay window never short-cuts the work),
 - ``decap_into_us``: `InboundSa.decapsulate_into` into a preallocated buffer,
+- ``decap_run_us``: `InboundSa.decapsulate_run` over runs of 40 packets (one UDP GRO
+  receive, as the datapath calls it), per packet,
 and the throughputs in MB/s (10^6 bytes of inner packet per second). Best of several
 repeats, one thread. `openssl_speed()` measures the reference on the same machine.
 
@@ -33,6 +35,7 @@ from cgwd.secret import Secret
 SIZES = (64, 512, 1400, 8192)
 DEFAULT_SUITES = ("aes128gcm16", "aes256gcm16", "aes128-sha1", "aes256-sha256", "aes256-sha512")
 SPI = 0x1234
+GRO_RUN = 40  # datagrams per UDP GRO receive in the datapath at full speed
 
 
 def _inner(size: int) -> bytes:
@@ -94,10 +97,28 @@ def measure(suite: EspSuite, size: int, *, batch: int = 2000, repeats: int = 5) 
         assert sa.counters.packets == batch, sa.counters
         return elapsed
 
+    def decap_run() -> float:
+        # As the datapath gets them: runs of up to 40 packets from one UDP GRO receive.
+        sa = InboundSa(SPI, suite, keymat, replay_window=2048)
+        out = memoryview(bytearray(len(packets[0]) + 200))
+        runs = [
+            (memoryview(b"".join(packets[i : i + GRO_RUN])), len(packets[0]))
+            for i in range(0, batch, GRO_RUN)
+        ]
+        dec = sa.decapsulate_run
+        sink = [].append
+        start = time.perf_counter()
+        for data, segment in runs:
+            dec(data, 0, len(data), segment, out=out, deliver=sink)
+        elapsed = (time.perf_counter() - start) / batch
+        assert sa.counters.packets == batch, sa.counters
+        return elapsed
+
     encap_s = _best(encap, repeats)
     inplace_s = _best(encap_inplace, repeats)
     decap_s = _best(decap, repeats)
     decap_into_s = _best(decap_into, repeats)
+    decap_run_s = _best(decap_run, repeats)
     return {
         "suite": suite.name,
         "size": size,
@@ -107,6 +128,7 @@ def measure(suite: EspSuite, size: int, *, batch: int = 2000, repeats: int = 5) 
         "encap_inplace_us": round(inplace_s * 1e6, 3),
         "encap_inplace_mb_per_s": round(size / inplace_s / 1e6, 1),
         "decap_into_us": round(decap_into_s * 1e6, 3),
+        "decap_run_us": round(decap_run_s * 1e6, 3),
         "decap_mb_per_s": round(size / decap_s / 1e6, 1),
     }
 
@@ -161,7 +183,7 @@ def openssl_speed(cipher: str = "aes-128-gcm", seconds: int = 1) -> dict[str, fl
 
 def print_table(rows: list[dict[str, Any]], reference: dict[str, float] | None = None) -> None:
     head = f"{'suite':15} {'size':>5} {'encap us':>9} {'in-place':>9} {'decap us':>9} "
-    head += f"{'into':>8} {'encap MB/s':>10} {'in-place MB/s':>13}"
+    head += f"{'into':>8} {'run':>8} {'encap MB/s':>10} {'in-place MB/s':>13}"
     if reference:
         head += f" {'vs openssl 1024':>15}"
     print(head)
@@ -169,6 +191,7 @@ def print_table(rows: list[dict[str, Any]], reference: dict[str, float] | None =
         line = (
             f"{row['suite']:15} {row['size']:5} {row['encap_us']:9.2f} "
             f"{row['encap_inplace_us']:9.2f} {row['decap_us']:9.2f} {row['decap_into_us']:8.2f} "
+            f"{row['decap_run_us']:8.2f} "
             f"{row['encap_mb_per_s']:10.1f} {row['encap_inplace_mb_per_s']:13.1f}"
         )
         if reference and "1024" in reference:
