@@ -1,4 +1,4 @@
-"""Rate-limited drop logging, the static tunnel runner's config checks, GRO splitting."""
+"""Rate-limited drop logging, the static tunnel runner's config checks."""
 
 from __future__ import annotations
 
