@@ -12,8 +12,8 @@ Example::
                 aes128gcm16, prfsha256, DH group 19
                 SPIs 0123456789abcdef (local) fedcba9876543210 (remote)
       CHILD SA  in c1234567, out d1234567, aes128gcm16, up 12s, rekey in 48m
-                in:  1.2 KiB, 10 packets
-                out: 2.3 KiB, 12 packets
+                in:  1.2 KiB, 10 packets, last 0s ago
+                out: 2.3 KiB, 12 packets, last 1s ago
 
 Pure function of a validated `StatusDocument`; the words match the JSON so an admin can
 go from one to the other.
@@ -138,13 +138,19 @@ def _child_lines(child: ChildSaStatus) -> list[str]:
     if child.udp_encap:
         head += ", UDP-encapsulated"
     inbound = f"in:  {format_bytes(child.bytes_in)}, {child.packets_in} packets"
+    inbound += _last(child.last_in_seconds)
     if child.drops_in:
         inbound += f", {child.drops_in} dropped"
-    return [
-        f"  CHILD SA  {head}",
-        f"            {inbound}",
-        f"            out: {format_bytes(child.bytes_out)}, {child.packets_out} packets",
-    ]
+        if child.drops_in_by_reason:
+            reasons = sorted(child.drops_in_by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
+            inbound += " (" + ", ".join(f"{name} {count}" for name, count in reasons) + ")"
+    outbound = f"out: {format_bytes(child.bytes_out)}, {child.packets_out} packets"
+    outbound += _last(child.last_out_seconds)
+    return [f"  CHILD SA  {head}", f"            {inbound}", f"            {outbound}"]
+
+
+def _last(seconds: int | None) -> str:
+    return "" if seconds is None else f", last {format_duration(seconds)} ago"
 
 
 def _connection_lines(conn: ConnectionStatus) -> list[str]:

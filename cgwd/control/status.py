@@ -39,6 +39,7 @@ Spi = Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{8}$|^[0-9a-f]{16}$")]
 
 Seconds = Annotated[int, Field(ge=0)]
 Count = Annotated[int, Field(ge=0)]
+DropReasonName = Annotated[StrictStr, Field(pattern=r"^[a-z_]{1,40}$")]
 
 
 class _Model(BaseModel):
@@ -71,6 +72,12 @@ class ChildSaStatus(_Model):
     packets_in: Count = 0
     packets_out: Count = 0
     drops_in: Count | None = None  # packets refused (ICV, replay, ...)
+    # drops_in by reason, named as `cgwd.esp.sa.DropReason` values ("auth_failed", ...)
+    drops_in_by_reason: dict[DropReasonName, Count] | None = None
+    # Seconds since the SA last carried a packet (inbound: an authentic one); None when
+    # it has carried none, or the dataplane cannot tell (Linux 6.1's XFRM).
+    last_in_seconds: Seconds | None = None
+    last_out_seconds: Seconds | None = None
     established_seconds: Seconds | None = None
     rekey_in_seconds: Seconds | None = None
     udp_encap: StrictBool | None = None  # ESP in UDP 4500 (NAT-T)

@@ -91,7 +91,9 @@ def session_fields(
     return None, []
 
 
-def _with_counters(tunnel: str, child: dict[str, Any], dataplane: Dataplane) -> dict[str, Any]:
+def _with_counters(
+    tunnel: str, child: dict[str, Any], dataplane: Dataplane, now: float
+) -> dict[str, Any]:
     out = dict(child)
     directions: tuple[tuple[Direction, str], ...] = (("in", "spi_in"), ("out", "spi_out"))
     for direction, spi_key in directions:
@@ -101,8 +103,13 @@ def _with_counters(tunnel: str, child: dict[str, Any], dataplane: Dataplane) -> 
             continue
         out[f"bytes_{direction}"] = counters.bytes
         out[f"packets_{direction}"] = counters.packets
+        if counters.last_used is not None:
+            out[f"last_{direction}_seconds"] = max(0, int(now - counters.last_used))
         if direction == "in":
             out["drops_in"] = counters.dropped
+            by_reason = counters.as_dict()["drops"]
+            if by_reason:
+                out["drops_in_by_reason"] = by_reason
     return out
 
 
@@ -125,7 +132,7 @@ def tunnel_status(
         mss=iface.mss,
         ike=None if ike is None else IkeSaStatus(**ike),
         child_sas=[
-            ChildSaStatus(**_with_counters(sup.plan.interface, c, dataplane)) for c in children
+            ChildSaStatus(**_with_counters(sup.plan.interface, c, dataplane, now)) for c in children
         ],
     )
 

@@ -200,8 +200,11 @@ def test_status_json_shows_both_tunnels_and_no_secret(env: Env) -> None:
     assert new["packets_out"] >= old_child["packets_out"] + 5
     assert new["packets_in"] >= old_child["packets_in"] + 5
     assert new["bytes_out"] > old_child["bytes_out"]
+    # The pings just went through: the last packet each way is seconds old at most.
+    assert new["last_in_seconds"] <= 5 and new["last_out_seconds"] <= 5
     text = cli("status", "--socket", str(env.socket))
     assert text.returncode == 0 and "2/2 tunnels up" in text.stdout
+    assert re.search(r"in: .* packets, last \d+s ago", text.stdout), text.stdout
 
 
 def test_syn_inside_the_tunnel_carries_the_clamped_mss(env: Env) -> None:

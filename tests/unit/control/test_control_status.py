@@ -60,6 +60,10 @@ ISSUE_7_DOC: dict[str, Any] = {
                             "bytes_out": 5 * 1024 * 1024,
                             "packets_in": 10,
                             "packets_out": 4000,
+                            "drops_in": 3,
+                            "drops_in_by_reason": {"replay": 1, "auth_failed": 2},
+                            "last_in_seconds": 0,
+                            "last_out_seconds": 75,
                             "rekey_in_seconds": 2900,
                         }
                     ],
@@ -101,6 +105,9 @@ def test_issue_7_document_validates_and_round_trips() -> None:
         (("connections", 0, "tunnels", 0, "active"), "yes"),
         (("connections", 0, "tunnels", 1, "index"), 1),  # repeated index
         (("connections", 0, "tunnels", 0, "vpn_gateway_outside_ip"), "not-an-ip"),
+        (("connections", 0, "tunnels", 0, "child_sas", 0, "drops_in_by_reason"), {"Psk=x": 1}),
+        (("connections", 0, "tunnels", 0, "child_sas", 0, "drops_in_by_reason"), {"replay": -1}),
+        (("connections", 0, "tunnels", 0, "child_sas", 0, "last_in_seconds"), -2),
     ],
 )
 def test_invalid_documents_are_rejected(path: tuple[Any, ...], value: Any) -> None:
@@ -179,8 +186,8 @@ def test_render_shows_what_an_admin_needs() -> None:
         "aes128gcm16, prfsha256, DH group 19",
         "SPIs 0123456789abcdef (local) fedcba9876543210 (remote)",
         "CHILD SA  in c1234567, out d1234567, aes128gcm16, rekey in 48m20s",
-        "in:  1.2 KiB, 10 packets",
-        "out: 5.0 MiB, 4000 packets",
+        "in:  1.2 KiB, 10 packets, last 0s ago, 3 dropped (auth_failed 2, replay 1)",
+        "out: 5.0 MiB, 4000 packets, last 1m15s ago",
         "last error: auth_failed",
         "MTU 1446, MSS 1406",
     ]:
