@@ -264,6 +264,12 @@ def syn_mss(lan: str, vpc: str) -> dict[str, Any]:
     return {"mss_at_vpc_host": seen, "lan_host_maxseg": told}
 
 
+def single_sa(charon: Charon) -> bool:
+    """Whether charon holds exactly one IKE SA with exactly one installed CHILD_SA."""
+    sas = charon.list_sas()
+    return len(sas) == 1 and sas[0].established and len(sas[0].installed_children()) == 1
+
+
 def mangle_rules(ns: str) -> str:
     return sh("ip", "netns", "exec", ns, "iptables-legacy-save", "-t", "mangle").stdout
 
@@ -325,7 +331,14 @@ def main() -> None:
         conn = load_aws_config(aws_file)
         ns = build(topo)
         plugins = tuple(p for p in DEFAULT_PLUGINS if p != "kernel-libipsec")
-        settings = CharonSettings(plugins=plugins, retransmit_timeout=2.0, retransmit_tries=3)
+        # IKEv1: charon deletes the SA it rekeyed at once (its default keeps it until it
+        # expires), as the IKEv2 side does and as AWS does.
+        settings = CharonSettings(
+            plugins=plugins,
+            retransmit_timeout=2.0,
+            retransmit_tries=3,
+            extra_charon_lines=("delete_rekeyed = yes",),
+        )
         for t in conn.tunnels:
             assert t.pre_shared_key is not None and t.vpn_gateway_inside_ip is not None
             aws_out, inside = str(t.vpn_gateway_outside_ip), str(t.vpn_gateway_inside_ip)
@@ -394,6 +407,10 @@ def main() -> None:
         children = [t1_child()]
         ikes = [t1_ike()]
         for who, sa in (("cgwd", "child"), ("charon", "child"), ("cgwd", "ike"), ("charon", "ike")):
+            # One rekey at a time, as on AWS: charon's `--rekey` acts on every SA of the
+            # name, so first the SAs an earlier rekey replaced must be gone (IKEv1: cgwd
+            # deletes its own old ones 5 s later).
+            wait_for("one IKE SA with one CHILD_SA at charon", lambda: single_sa(charons[1]), 30)
             if who == "cgwd":
                 d.client.call("rekey", {"connection": "vpc01", "tunnel": 1, "sa": sa}, timeout=10)
             elif sa == "child":
@@ -534,7 +551,7 @@ def main() -> None:
         if daemon is not None:
             result["log_tail"] = daemon.log()[-6000:]
         for i, c in charons.items():
-            result[f"charon{i}_log"] = c.log_tail()[-2000:]
+            result[f"charon{i}_log"] = c.log_tail(200)[-12000:]
     finally:
         if daemon is not None:
             daemon.stop()

@@ -127,10 +127,12 @@ def test_rekeys_by_either_side_lose_nothing(doc: dict[str, Any]) -> None:
     ikes = doc["rekey_ikes"]
     assert len(set(ikes)) == 3 and None not in ikes, ikes
     t1 = _tunnels(doc["rekey_status"])[T1]
-    assert t1["state"] == "up" and t1["active"]
-    assert {c["spi_in"] for c in t1["child_sas"]} == children[-1]
+    assert t1["state"] == "up" and t1["active"] and t1["child_sas"]
     if doc["ike_version"] == 2:  # make-before-break: the old SA goes at once
         assert all(len(c) == 1 for c in children), children
+        assert {c["spi_in"] for c in t1["child_sas"]} == children[-1]
+    # (IKEv1: charon's phase 1 "rekey" is a reauthentication that may still be replacing
+    # Quick Mode SAs when the status is taken; the SPIs are not compared.)
     # The kernel holds exactly the SAs the status lists, one each way.
     listed = sum(len(t["child_sas"]) for t in _tunnels(doc["rekey_status"]).values())
     assert doc["rekey_sas_after"] == 2 * listed
