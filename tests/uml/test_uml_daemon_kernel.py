@@ -34,7 +34,7 @@ EXPECTED_MSS = {False: {T1: 1406, T2: 1398}, True: {T1: 1398, T2: 1382}}  # by N
 EXPECTED_MTU = {False: {T1: 1446, T2: 1438}, True: {T1: 1438, T2: 1422}}
 TCP_TIMESTAMPS = 12  # bytes of options Linux subtracts from the MSS it reports
 # Longest run of lost pings (0.1 s apart) allowed; measured in UML (docs/kernel-dataplane.md):
-# 0-0.1 s, 0 s and 3.1-3.6 s.
+# 0-0.1 s, 0 s and 3.4-3.6 s.
 GRACEFUL_BOUND = 1.0  # the endpoint stops and DELETEs cgwd's SAs
 FAILBACK_BOUND = 1.0  # tunnel 1 comes back and takes the routes again
 DEAD_PEER_BOUND = 6.0  # the endpoint vanishes: cgwd's DPD (2 s x 2 here) notices in 4 s
