@@ -145,11 +145,12 @@ async def _make_dataplane() -> KernelDataplane:
 
 
 class RecordingNft:
-    """Stands in for `cgwd.net.nft.Nft` in the guest: Debian's UML kernel is built without
+    """Stands in for `cgwd.net.nft.Nft` where a scenario wants to see the nftables
+    documents rather than a clamp: Debian's UML kernel is built without
     CONFIG_NF_TABLES_INET/IPV4/IPV6 (only the bridge family), so no ``inet`` table can exist
-    there and the real Nft refuses the clamp (scenario_nft_support.py checks that error).
-    The documents are recorded; the clamp itself is exercised on the host kernel by
-    tests/netns/test_tunnel_pair_mss_clamp.py (this scenario with the userspace datapath)."""
+    there. The documents are recorded; the real clamp runs in the guest through the
+    iptables-legacy fallback (scenario_nft_support.py, scenario_daemon_kernel.py) and on the
+    host kernel with nftables (tests/netns/test_tunnel_pair_mss_clamp.py)."""
 
     def __init__(self) -> None:
         self.documents: list[Any] = []
