@@ -85,6 +85,7 @@ from cgwd.dataplane.sockets import (
 )
 from cgwd.dataplane.tcp_coalesce import VNET_HDR_LEN, TcpCoalescer
 from cgwd.dataplane.tun import configure_tun, open_tun, remove_link
+from cgwd.esp.natt import ESP_HEADER_BYTES
 from cgwd.esp.sa import DropReason, InboundSa, OutboundSa, SaCounters
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,6 @@ log = logging.getLogger(__name__)
 _U32 = struct.Struct("!I")
 NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 §2.2: IKE on port 4500 starts with 4 zeros
 NAT_KEEPALIVE = b"\xff"  # RFC 3948 §2.3
-ESP_MIN_HEADER = 8  # RFC 4303 §2: SPI + sequence number
 KEEPALIVE_INTERVAL = 20.0  # seconds; RFC 3948 §4 suggests 20 s
 MAX_PACKET = 65535
 DEFAULT_BATCH = 64  # packets per wakeup before re-checking snapshots and other fds
@@ -677,7 +677,7 @@ class UserspaceDataplane:
             while off < n:
                 # The short path: a run of ESP packets for an installed SA, decapsulated
                 # by the SA in one call (ESP starts with a non-zero SPI, RFC 4303 §2.1).
-                if n - off >= ESP_MIN_HEADER:
+                if n - off >= ESP_HEADER_BYTES:
                     inbound = inbound_by_spi.get(_U32.unpack_from(view, off)[0])
                     if inbound is not None and not inbound.early:
                         counters = inbound.sa.counters
@@ -698,7 +698,7 @@ class UserspaceDataplane:
                 end = off + step if off + step < n else n
                 d = view[off:end]
                 off = end
-                if len(d) >= ESP_MIN_HEADER and (d[0] or d[1] or d[2] or d[3]):
+                if len(d) >= ESP_HEADER_BYTES and (d[0] or d[1] or d[2] or d[3]):
                     handle_esp(t, d, now)
                 else:
                     self._handle_udp(t, udp, d, now)
@@ -738,7 +738,7 @@ class UserspaceDataplane:
             self._handle_esp(t, view[ihl:n], now)
 
     def _handle_esp(self, t: _Tunnel, d: memoryview, now: float) -> None:
-        if len(d) < ESP_MIN_HEADER:
+        if len(d) < ESP_HEADER_BYTES:
             self._drop(t, "malformed", f"(ESP packet of {len(d)} bytes)")
             return
         spi = _U32.unpack_from(d)[0]

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import cast
 
+from cgwd.esp.natt import ESP_HEADER_BYTES
 from cgwd.esp.replay import DEFAULT_WINDOW, ReplayWindow
 from cgwd.esp.suites import EspSuite
 from cgwd.esp.transforms import CbcHmacTransform, GcmTransform, IvSource, Transform
@@ -58,7 +59,6 @@ RESYNC_TRIGGER = 64
 RESYNC_TRIES = 8
 _MAX_PAD = 255  # the Pad Length field is one octet
 _SPI_SEQ = struct.Struct(">II")
-ESP_HEADER_BYTES = _SPI_SEQ.size  # RFC 4303 2: SPI + sequence number
 _IPV4_START = struct.Struct(">BxH")  # version/IHL, total length (RFC 791)
 _IPV6_START = struct.Struct(">B3xH")  # version/class, payload length (RFC 8200)
 _PADS = tuple(bytes(range(1, n + 1)) for n in range(_MAX_PAD + 1))  # RFC 4303 2.4 contents
@@ -124,7 +124,7 @@ class SaCounters:
 
 def peek_spi(esp_packet: bytes | bytearray | memoryview) -> int | None:
     """The SPI of an ESP packet, or None if it is shorter than the ESP header. Never raises."""
-    if len(esp_packet) < 8:
+    if len(esp_packet) < ESP_HEADER_BYTES:
         return None
     spi: int = int.from_bytes(esp_packet[:4], "big")
     return spi
@@ -588,14 +588,17 @@ class InboundSa:
                             if first >> 4 == 4 and 20 <= length <= inner_end:
                                 packets += 1
                                 octets += length
-                                deliver(length)
-                                continue
-                        result = self._inner_length(out, size)
+                                result = length
+                            else:
+                                result = self._inner_length(out, size)
+                        else:
+                            result = self._inner_length(out, size)
                     else:
                         result = cast("int | DropReason", self._process(packet, out))
                 except Exception:  # a bug, not bad input: count it, never kill the datapath
                     counters.drop(DropReason.INTERNAL_ERROR)
                     continue
+                # Outside the try: a failing sink is the caller's bug, not this packet's drop.
                 if isinstance(result, int):
                     deliver(result)
         finally:

@@ -209,3 +209,18 @@ def test_authentic_odd_content_is_judged_as_the_per_packet_path_judges_it(
     assert end == sum(map(len, datagrams))
     assert delivered == _per_packet(reference_sa, datagrams)
     _same_state(run_sa, reference_sa)
+
+
+def test_a_failing_sink_is_the_callers_error_not_a_drop_of_the_sa() -> None:
+    out, run_sa, _ = _pair("aes128gcm16")
+    packets = [out.encapsulate(_inner(300, i)) or b"" for i in range(3)]
+
+    def sink(_length: int) -> None:
+        raise RuntimeError("a bug in the caller")
+
+    data = memoryview(bytearray(b"".join(packets)))
+    with pytest.raises(RuntimeError, match="caller"):
+        run_sa.decapsulate_run(
+            data, 0, len(data), len(packets[0]), out=memoryview(bytearray(2000)), deliver=sink
+        )
+    assert run_sa.counters.packets == 1 and not run_sa.counters.drops
